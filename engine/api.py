@@ -1,0 +1,47 @@
+"""The engine's public surface, shared by every backend: what a caller asks for and gets back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Regions a caller may name; each maps to a feathered landmark mask in engine/regions.py.
+REGIONS: tuple[str, ...] = ("lips", "eyes", "brows", "blush", "skin")
+
+
+@dataclass(frozen=True)
+class MakeupRequest:
+    """One try-on. Exactly one of `reference` (encoded image bytes) or `look` (preset name) is set.
+
+    `strength` is in [0, 1]; `regions` optionally maps region names to their own strength in [0, 1]
+    (regions left out get 0), e.g. {"lips": 1.0} for lips only.
+    """
+
+    selfie: bytes
+    reference: bytes | None = None
+    look: str | None = None
+    strength: float = 1.0
+    regions: Mapping[str, float] | None = None
+    output_format: str = "JPEG"
+
+    def __post_init__(self) -> None:
+        if (self.reference is None) == (self.look is None):
+            raise ValueError("set exactly one of reference or look")
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError("strength must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class MakeupResult:
+    image: bytes  # encoded in request.output_format, at the selfie's full resolution
+    width: int
+    height: int
+    faces: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class MakeupEngine(Protocol):
+    """What the bot's engine process and the CLI drive; raises engine.errors.EngineError subclasses."""
+
+    def apply(self, request: MakeupRequest) -> MakeupResult: ...

@@ -1,0 +1,1 @@
+"""Face Lab application wiring: settings and the `facelab` command line."""

@@ -1,0 +1,95 @@
+"""One typed settings object, read from a TOML file (documented in config.example.toml) with
+environment overrides such as FACELAB_TELEGRAM__TOKEN. Built once at start-up and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class DiffusionSettings(BaseModel):
+    models_dir: Path = Path("models")
+    device: str = "cuda"
+    steps: int = 20
+    denoise: float = 0.6
+    # Refuse to start when weights or GPU are missing instead of falling back to the embedded engine.
+    required: bool = False
+
+
+class EngineSettings(BaseModel):
+    backend: Literal["embedded", "diffusion"] = "embedded"
+    max_pixels: int = 40_000_000
+    max_bytes: int = 25 * 1024 * 1024
+    working_size: int = 512
+    job_timeout_s: float = 60.0
+    threads: int = 1
+    diffusion: DiffusionSettings = DiffusionSettings()
+
+
+class QueueSettings(BaseModel):
+    backend: Literal["local", "redis"] = "local"
+    max_size: int = 100
+    per_user: int = 2
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "sqlite+aiosqlite:///facelab.db"
+
+
+class BotSettings(BaseModel):
+    default_strength: int = Field(default=70, ge=0, le=100)
+    pending_ttl_s: float = 600.0
+    result_cache_s: float = 300.0
+
+
+class TelegramSettings(BaseModel):
+    token: SecretStr | None = None
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str = ""
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = 8443
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACELAB_", env_nested_delimiter="__", extra="forbid")
+
+    engine: EngineSettings = EngineSettings()
+    queue: QueueSettings = QueueSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    bot: BotSettings = BotSettings()
+    telegram: TelegramSettings = TelegramSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then the environment (secrets), then the TOML file.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read `path` (or ./config.toml when it exists) plus FACELAB_* environment overrides."""
+    toml_file = path if path is not None else Path("config.toml")
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=toml_file if toml_file.is_file() else None)
+
+    return _FromFile()
