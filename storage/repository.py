@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -33,6 +34,11 @@ INSERTS: dict[str, Callable[[Any], postgresql.Insert | sqlite.Insert]] = {
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 USER_KEY = ["platform", "platform_user_id"]
 RETENTION_INTERVAL_S = 3600.0
+# After a read finds the database unreachable, gating reads answer their default at once for this
+# long (or until a write succeeds) instead of making every try-on wait for a connection attempt.
+READ_PAUSE_S = 5.0
+# Give up connecting to PostgreSQL after this long (asyncpg waits 60 s by default).
+CONNECT_TIMEOUT_S = 5.0
 
 
 def _create_engine(url: str, schema: str | None) -> AsyncEngine:
@@ -41,7 +47,7 @@ def _create_engine(url: str, schema: str | None) -> AsyncEngine:
         raise ValueError(
             f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://"
         )
-    connect_args: dict[str, Any] = {}
+    connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S} if backend == "postgresql" else {}
     if schema is not None:
         if backend != "postgresql" or not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r}: PostgreSQL only, lower-case letters, digits and _")
@@ -88,6 +94,7 @@ class Storage:
         self._usage_lock = asyncio.Lock()
         self._recorder = UsageRecorder(self._write_usage, capacity=write_buffer, retry_max_s=retry_max_s)
         self._retention: asyncio.Task[None] | None = None
+        self._reads_paused_until = 0.0
 
     @classmethod
     async def open(
@@ -103,7 +110,7 @@ class Storage:
         the storage runs degraded (defaults, buffered usage) and migrates once the database is back.
 
         `schema` (PostgreSQL only) keeps the tables in that schema, created when missing;
-        `retention_days` > 0 deletes older usage rows now and every hour while open;
+        `retention_days` > 0 deletes older usage rows now (when reachable) and every hour while open;
         `write_buffer` is how many usage records wait in memory for the database at most;
         `retry_max_s` caps the backoff between write attempts while it is unreachable."""
         storage = cls(_create_engine(url, schema), schema, write_buffer, retry_max_s)
@@ -113,7 +120,8 @@ class Storage:
             log.warning("database unreachable at start-up, running without it for now: %r", error.__cause__)
         storage._recorder.start()
         if retention_days > 0:
-            await storage._apply_retention(retention_days)
+            if storage._migrated:
+                await storage._apply_retention(retention_days)
             storage._retention = asyncio.create_task(
                 storage._apply_retention_hourly(retention_days), name="usage-retention"
             )
@@ -296,17 +304,21 @@ class Storage:
         try:
             async with self._engine.begin() as connection:
                 yield connection
+            self._reads_paused_until = 0.0
         except Exception as error:
             if is_outage(error) and not isinstance(error, StorageUnavailable):
                 raise StorageUnavailable("database unreachable") from error
             raise
 
     async def _scalar_or(self, default: T, statement: Executable) -> T:
+        if time.monotonic() < self._reads_paused_until:
+            return default
         try:
             async with self._transaction() as connection:
                 value = await connection.scalar(statement)
         except StorageUnavailable as error:
-            log.warning("database unreachable, answering %r instead: %r", default, error.__cause__)
+            self._reads_paused_until = time.monotonic() + READ_PAUSE_S
+            log.warning("database unreachable, answering defaults for now: %r", error.__cause__)
             return default
         return default if value is None else cast(T, value)
 

@@ -258,12 +258,14 @@ class TcpProxy:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._connect, "127.0.0.1", self.port)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
+        """Refuse new connections and cut the open ones, as a database restart does."""
         if self._server is not None:
             self._server.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
     async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
@@ -307,7 +309,7 @@ async def outage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     schema = unique_schema()
     url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     yield Outage(Database(url, schema), proxy=proxy)
-    await proxy.close()
+    await proxy.stop()
     await drop_schema(postgres_url, schema)
 
 
@@ -353,3 +355,61 @@ async def test_records_that_cannot_be_written_are_logged(
     assert sorted(record["job_id"] for record in lost) == ["lost-0", "lost-1", "lost-2"]
     assert lost[0] == {**job("lost-2", engine_ms=102).as_log(), "created_at": lost[0]["created_at"]}
     assert all("lost-" in r.getMessage() for r in caplog.records if hasattr(r, "usage_record"))
+
+
+async def test_forgetting_during_an_outage_drops_the_users_waiting_records(outage: Outage) -> None:
+    storage = await outage.database.open(retry_max_s=0.2)
+    storage.record_usage(job("mine", user_id=1))
+    storage.record_usage(job("theirs", user_id=2))
+    with pytest.raises(StorageUnavailable):  # the bot tells the user to try again later
+        await storage.forget_user("telegram", 1)
+
+    await outage.end()
+    assert await storage.flush(timeout=30)
+    assert (await storage.user_stats("telegram", 1)).jobs_total == 0
+    assert (await storage.user_stats("telegram", 2)).jobs_total == 1
+    await storage.close()
+
+
+async def test_postgresql_restart_mid_run_loses_nothing(postgres_url: str) -> None:
+    proxy = TcpProxy(free_port(), 5432)
+    schema = unique_schema()
+    database = Database(postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), schema)
+    await proxy.start()
+    storage = await database.open(retry_max_s=0.2)
+    try:
+        storage.record_usage(job("before"))
+        assert await storage.flush()
+
+        await proxy.stop()  # pooled connections are now dead
+        storage.record_usage(job("during"))
+        assert not await storage.flush(timeout=0.5)
+        assert await storage.get_strength("telegram", 1) is None
+
+        await proxy.start()
+        storage.record_usage(job("after"))
+        assert await storage.flush(timeout=30)
+        assert (await storage.user_stats("telegram", 1)).jobs_total == 3
+    finally:
+        await storage.close()
+        await proxy.stop()
+        await drop_schema(postgres_url, schema)
+
+
+async def test_a_record_the_database_refuses_is_logged_and_the_next_one_written(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    schema = unique_schema()
+    storage = await Database(postgres_url, schema).open()
+    caplog.set_level(logging.ERROR, logger="storage")
+    try:
+        storage.record_usage(job("refused", chat_type="x" * 100))  # longer than the column allows
+        storage.record_usage(job("fine"))
+        assert await storage.flush()
+        assert (await storage.admin_stats()).jobs_by_status == {"ok": 1}
+        [refused] = [r for r in caplog.records if hasattr(r, "usage_record")]
+        assert refused.usage_record["job_id"] == "refused"
+        assert "refused by the database" in refused.getMessage()
+    finally:
+        await storage.close()
+        await drop_schema(postgres_url, schema)
