@@ -39,6 +39,8 @@ class QueueSettings(BaseModel):
     max_size: int = 100
     per_user: int = 2
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # On shutdown, queued jobs get this long to finish; users of the rest are told to resend.
+    drain_timeout_s: float = 30.0
 
 
 class DatabaseSettings(BaseModel):
