@@ -16,7 +16,7 @@ import secrets
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from telegram import (
     Bot,
@@ -234,29 +234,41 @@ class TelegramAdapter:
     # -- helpers --------------------------------------------------------------------------------------
 
     async def _download(self, message: Message, origin: Origin) -> bytes | None:
-        """The bytes of the message's photo (largest size) or image file; None, after telling the user,
-        when it is over the download limit or cannot be fetched."""
+        """The bytes of the message's photo (largest size) or image file; None, after telling the user
+        why, when it is over the download limit or cannot be fetched."""
         attachment = _image_attachment(message)
         assert attachment is not None
-        limit = self._settings.max_download_bytes
-        if attachment.file_size is not None and attachment.file_size > limit:
-            await self.send_text(origin.chat_id, _too_large(attachment.file_size, limit), reply_to=origin.message_id)
+        try:
+            return await self._fetch(attachment)
+        except _NotDownloaded as refusal:
+            await self.send_text(origin.chat_id, refusal.user_message, reply_to=origin.message_id)
             return None
+
+    async def _fetch(self, attachment: PhotoSize | Document) -> bytes:
+        limit = self._settings.max_download_bytes
+        # Checked before asking: Telegram announces the size, and refuses getFile above its limit anyway.
+        if attachment.file_size is not None and attachment.file_size > limit:
+            raise _NotDownloaded(_too_large(attachment.file_size, limit))
         try:
             file = await attachment.get_file()
             return bytes(await file.download_as_bytearray())
         except BadRequest as error:
-            too_big = "too big" in error.message.lower()
-            text = _too_large(attachment.file_size, limit) if too_big else DOWNLOAD_FAILED
-            await self.send_text(origin.chat_id, text, reply_to=origin.message_id)
+            if "too big" in error.message.lower():
+                raise _NotDownloaded(_too_large(attachment.file_size, limit)) from None
+            log.warning("Telegram refused a photo download: %s", error.message)
         except TelegramError:
             log.warning("downloading a photo from Telegram failed", exc_info=True)
-            await self.send_text(origin.chat_id, DOWNLOAD_FAILED, reply_to=origin.message_id)
-        return None
+        raise _NotDownloaded(DOWNLOAD_FAILED)
 
     def _mentions_me(self, message: Message) -> bool:
         mentions = message.parse_entities([MessageEntityType.MENTION]).values()
         return f"@{self._bot.username}".lower() in (mention.lower() for mention in mentions)
+
+
+class _NotDownloaded(Exception):
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
 
 
 class InOrderPerPerson(BaseUpdateProcessor):
@@ -312,7 +324,8 @@ def redact_in_logs(secret: str) -> None:
     if not isinstance(factory, _RedactingRecordFactory):
         factory = _RedactingRecordFactory(factory)
         logging.setLogRecordFactory(factory)
-    factory.secrets.add(secret)
+    # File download URLs carry it percent-encoded (":" as %3A).
+    factory.secrets.update({secret, quote(secret, safe="")})
 
 
 def _origin(update: Update) -> Origin | None:
