@@ -306,8 +306,8 @@ class Core:
             return await self._set_strength(origin, argument)
         result = self._results.get(argument)
         if result is None or self._clock() - result.created > self._settings.result_cache_s:
-            minutes = max(1, round(self._settings.result_cache_s / 60))
-            return f"This result has expired (I keep photos for {minutes} min only). Send them again."
+            kept = _minutes(self._settings.result_cache_s)
+            return f"This result has expired (I keep photos for {kept} only). Send them again."
         if result.person != origin.person:
             return "Only the person who asked for this result can use its buttons."
         return await self._result_action(origin, action, result)
