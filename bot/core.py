@@ -34,7 +34,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from bot.queue import Job, JobQueue, QueueError, Ticket
@@ -167,6 +167,15 @@ class _Inputs:
     look: str | None
     strength: int  # 0-100
     regions: Mapping[str, float] | None = None
+
+    def request(self) -> MakeupRequest:
+        return MakeupRequest(
+            selfie=self.selfie,
+            reference=self.reference,
+            look=self.look,
+            strength=self.strength / 100,
+            regions=self.regions,
+        )
 
 
 @dataclass
@@ -413,15 +422,13 @@ class Core:
         reference: bytes | None = None,
         look: str | None = None,
         strength: int | None = None,
-        regions: Mapping[str, float] | None = None,
     ) -> None:
         if strength is None:
             strength = await self._strength_of(origin)
-        inputs = _Inputs(selfie, reference, look, strength, regions)
-        request = MakeupRequest(
-            selfie=selfie, reference=reference, look=look, strength=strength / 100, regions=regions
-        )
-        job = Job(uuid.uuid4().hex, origin.platform, origin.chat_id, origin.user_id, request)
+        await self._enqueue(origin, _Inputs(selfie, reference, look, strength))
+
+    async def _enqueue(self, origin: Origin, inputs: _Inputs) -> None:
+        job = Job(uuid.uuid4().hex, origin.platform, origin.chat_id, origin.user_id, inputs.request())
         try:
             ticket = await self._queue.submit(job)
         except QueueError as error:
@@ -484,10 +491,10 @@ class Core:
             strength = min(100, max(0, inputs.strength + step))
             if strength == inputs.strength:
                 return f"It is already at {strength}."
-            await self._rerun(origin, inputs, strength=strength, regions=inputs.regions)
+            await self._enqueue(origin, replace(inputs, strength=strength))
             return f"Making it {'stronger' if step > 0 else 'softer'} ({strength})…"
         if action == "lips":
-            await self._rerun(origin, inputs, strength=inputs.strength, regions={"lips": 1.0})
+            await self._enqueue(origin, replace(inputs, regions={"lips": 1.0}))
             return "Putting on the lips only…"
         if action == "file":
             await self._send_image(origin, result.image, caption="Full resolution", as_file=True)
@@ -499,18 +506,6 @@ class Core:
             await self._send_image(origin, comparison, caption="Before / after")
             return "Before / after…"
         return "That button is no longer supported."
-
-    async def _rerun(
-        self, origin: Origin, inputs: _Inputs, *, strength: int, regions: Mapping[str, float] | None
-    ) -> None:
-        await self._submit(
-            origin,
-            inputs.selfie,
-            reference=inputs.reference,
-            look=inputs.look,
-            strength=strength,
-            regions=regions,
-        )
 
     # -- commands -------------------------------------------------------------------------------------
 
