@@ -45,8 +45,15 @@ class EmbeddedEngine:
     def __init__(self, settings: EngineSettings, backend: FaceBackend | None = None) -> None:
         cv2.setNumThreads(settings.threads)
         self.settings = settings
-        self.backend = backend if backend is not None else MediapipeBackend(settings.working_size)
+        self._backend = backend
         self._references: OrderedDict[str, ReferenceFace] = OrderedDict()
+
+    @property
+    def backend(self) -> FaceBackend:
+        # Built on first use: a request refused at decoding never pays for (or logs) model loading.
+        if self._backend is None:
+            self._backend = MediapipeBackend(self.settings.working_size)
+        return self._backend
 
     def apply(self, request: MakeupRequest) -> MakeupResult:
         timings: dict[str, float] = {}

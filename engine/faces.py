@@ -108,18 +108,36 @@ class MediapipeBackend:
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
     def _detect_boxes(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Square crop boxes (x0, y0, x1, y1) in full-resolution pixels, one per detected face."""
+        """Square crop boxes (x0, y0, x1, y1) in full-resolution pixels, one per detected face.
+
+        The whole photo is searched at detector size first; when that finds nothing in a large photo,
+        overlapping tiles are searched too, so a face a few percent of a 12-megapixel frame is found.
+        """
         h, w = rgb.shape[:2]
-        scale = min(1.0, self.DETECT_SIZE / max(h, w))
-        small = (
-            rgb if scale == 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        )
-        result = self._detector.process(np.ascontiguousarray(small))
+        boxes = self._detect_in(rgb, 0, 0, w, h)
+        tile = 2 * self.DETECT_SIZE
+        if not boxes and max(h, w) > tile:
+            step = tile * 3 // 4
+            for y0 in range(0, max(h - tile, 0) + step, step):
+                for x0 in range(0, max(w - tile, 0) + step, step):
+                    boxes += self._detect_in(rgb, x0, y0, min(w, x0 + tile), min(h, y0 + tile))
+        return boxes
+
+    def _detect_in(
+        self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int
+    ) -> list[tuple[int, int, int, int]]:
+        h, w = rgb.shape[:2]
+        window = rgb[y0:y1, x0:x1]
+        scale = min(1.0, self.DETECT_SIZE / max(window.shape[:2]))
+        if scale < 1.0:
+            window = cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        result = self._detector.process(np.ascontiguousarray(window))
         boxes = []
         for detection in result.detections or []:
             rel = detection.location_data.relative_bounding_box
-            cx, cy = (rel.xmin + rel.width / 2) * w, (rel.ymin + rel.height / 2) * h
-            half = self.CROP_SCALE * max(rel.width * w, rel.height * h) / 2
+            bw, bh = rel.width * (x1 - x0), rel.height * (y1 - y0)
+            cx, cy = x0 + rel.xmin * (x1 - x0) + bw / 2, y0 + rel.ymin * (y1 - y0) + bh / 2
+            half = self.CROP_SCALE * max(bw, bh) / 2
             boxes.append(
                 (
                     max(0, int(cx - half)),

@@ -86,12 +86,16 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
         cv2.ellipse(blush, center, axes, 0.0, 0, 360, 1.0, -1, cv2.LINE_AA, _SHIFT)  # type: ignore[call-overload]
     blush = _feather(blush, 0.12 * iod)
 
-    oval = _feather(_fill(shape, pts, [FACE_OVAL]), 0.04 * iod) * _forehead_fade(pts, shape)
     # The same soft edges as the feature masks, so skin and features blend without a gap or a seam.
     features = np.maximum.reduce([_feather(lips_outer, 0.02 * iod), eyes_soft, eyeballs, brows])
-    skin = oval * (1.0 - features)
-    blush *= oval * (1.0 - features)
-    return {"lips": lips, "eyes": eyes, "brows": brows, "blush": blush, "skin": skin}
+    skin = (1.0 - features) * _forehead_fade(pts, shape)
+    masks = {"lips": lips, "eyes": eyes, "brows": brows, "blush": blush * skin, "skin": skin}
+    # Feathered inwards from the face outline: nothing outside the face ever changes.
+    sigma = 0.04 * iod
+    outline = _fill(shape, pts, [FACE_OVAL])
+    # Eroded before blurring, the fade is ~0 at the outline, so the hard cut there cannot show.
+    oval = _feather(cv2.erode(outline, _disk(2.5 * sigma)), sigma) * outline
+    return {name: m * oval for name, m in masks.items()}
 
 
 def _disk(radius: float) -> np.ndarray:
