@@ -25,10 +25,11 @@ import cv2
 import numpy as np
 
 from engine.faces import Face
-from engine.regions import LEFT_EYE, LIPS_INNER, RIGHT_EYE, blur, region_masks
+from engine.regions import CHIN, LEFT_EYE, LIPS_INNER, RIGHT_EYE, blur, region_masks
 
 CROP_MARGIN = 0.12  # crop = landmark box grown by this fraction per side
 N_MESH = 468  # the iris points are not part of the triangulation
+MIDLINE_TOP = 168  # between the brows; with the chin it gives the face's midline
 
 # How far the reference may move each region: lightness ratio range, then a* and b* offset ranges.
 # Lips and eyes take the reference's look; blush may only add warmth; on skin the reference adds a
@@ -37,7 +38,7 @@ Limits = tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
 REGION_LIMITS: dict[str, Limits] = {
     "lips": ((0.3, 1.6), (-60.0, 60.0), (-60.0, 60.0)),
     "eyes": ((0.25, 1.05), (-40.0, 40.0), (-40.0, 40.0)),
-    "brows": ((0.3, 1.0), (-10.0, 10.0), (-10.0, 10.0)),
+    "brows": ((0.3, 1.0), (-5.0, 5.0), (-5.0, 5.0)),
     "blush": ((0.95, 1.02), (0.0, 12.0), (-5.0, 5.0)),
     "skin": ((0.97, 1.03), (-3.0, 3.0), (-3.0, 3.0)),
 }
@@ -45,7 +46,7 @@ MAX_LIGHTEN = {"eyes": 1.08, "brows": 1.0}
 # Regions whose own shading the selfie keeps: the reference's change is blurred and applied on top.
 SHEER_REGIONS = ("blush", "skin")
 # Opacity of each region at strength 1: foundation and blush stay sheer.
-REGION_OPACITY: dict[str, float] = {"lips": 1.0, "eyes": 1.0, "brows": 0.8, "blush": 0.8, "skin": 0.6}
+REGION_OPACITY: dict[str, float] = {"lips": 1.0, "eyes": 1.0, "brows": 0.6, "blush": 0.8, "skin": 0.6}
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,18 @@ class Makeup(Protocol):
 @dataclass(frozen=True)
 class ReferenceFace:
     """The reference's face crop in CIELAB, with eyeballs and mouth interior filled from around them
-    (so an open mouth or wider eyes cannot paint teeth or sclera onto the selfie)."""
+    (so an open mouth or wider eyes cannot paint teeth or sclera onto the selfie).
+
+    A turned head shows one half of the face foreshortened, half hidden, with background beside it;
+    `mirrored` is then the same face from the horizontally flipped photo, whose well-seen half
+    stands in for the far one (makeup is nearly always symmetric).
+    """
 
     lab: np.ndarray
     pts: np.ndarray
     iod: float
+    yaw_deg: float
+    mirrored: ReferenceFace | None = None
 
 
 def crop_face(rgb: np.ndarray, face: Face, working_size: int) -> FaceCrop:
@@ -117,14 +125,25 @@ def to_rgb(lab: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255.0
 
 
-def prepare_reference(rgb: np.ndarray, face: Face, working_size: int) -> ReferenceFace:
+# From this head turn (degrees) the far half of the reference is replaced by the mirrored near half,
+# fully so from twice this.
+MIRROR_FROM_YAW = 12.0
+
+
+def prepare_reference(
+    rgb: np.ndarray, face: Face, working_size: int, mirrored_face: Face | None = None
+) -> ReferenceFace:
+    """`mirrored_face`: the face found in `rgb[:, ::-1]`, used when the head is turned."""
+    mirrored = None
+    if mirrored_face is not None and abs(face.yaw_deg) > MIRROR_FROM_YAW:
+        mirrored = prepare_reference(np.ascontiguousarray(rgb[:, ::-1]), mirrored_face, working_size)
     crop = crop_face(rgb, face, working_size)
     holes = np.zeros(crop.rgb.shape[:2], np.uint8)
     for poly in (LIPS_INNER, RIGHT_EYE, LEFT_EYE):
         cv2.fillPoly(holes, [np.round(crop.pts[list(poly)]).astype(np.int32)], (255,))
     grown = cv2.dilate(holes, np.ones((3, 3), np.uint8))
     filled = cv2.inpaint(crop.rgb, grown, max(3.0, 0.03 * crop.iod), cv2.INPAINT_TELEA)
-    return ReferenceFace(to_lab(filled), crop.pts, crop.iod)
+    return ReferenceFace(to_lab(filled), crop.pts, crop.iod, face.yaw_deg, mirrored)
 
 
 def analyse_selfie(crop: FaceCrop) -> SelfieLayers:
@@ -195,29 +214,56 @@ def mesh_triangles() -> np.ndarray:
     return np.array(sorted(triangles), dtype=np.int32)
 
 
-def warp_reference(
-    ref: ReferenceFace, dst_pts: np.ndarray, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def warp_reference(ref: ReferenceFace, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
     """The reference warped onto the selfie crop (HxWx3 Lab) and where the warp is defined (HxW bool).
 
     Each destination pixel looks up its triangle in a rasterised index image; all the triangles'
     affine maps are solved at once, and one `cv2.remap` samples the reference.
     """
-    triangles = mesh_triangles()
+    index = _triangle_index(crop.pts, crop.shape)
+    warped = _sample(ref, crop.pts, index)
+    valid = index > 0
+    if ref.mirrored is None:
+        return warped, valid
+    far = _far_half(crop, ref.yaw_deg)
+    blended = warped + far[:, :, None] * (_sample(ref.mirrored, crop.pts, index) - warped)
+    return blended, valid
+
+
+def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per pixel, 1 + the index of the mesh triangle covering it (0: outside the mesh)."""
     index = np.zeros(shape, np.int32)
-    fixed = np.round(dst_pts[triangles] * 16).astype(np.int32)
+    fixed = np.round(dst_pts[mesh_triangles()] * 16).astype(np.int32)
     for i, tri in enumerate(fixed):
         cv2.fillConvexPoly(index, tri, (i + 1,), cv2.LINE_8, 4)
+    return index
+
+
+def _sample(ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray) -> np.ndarray:
+    triangles = mesh_triangles()
     ys, xs = np.nonzero(index)
-    valid = index > 0
     maps = _triangle_affines(dst_pts[triangles], ref.pts[triangles])[index[ys, xs] - 1]
-    map_x = np.full(shape, -1.0, np.float32)
-    map_y = np.full(shape, -1.0, np.float32)
+    map_x = np.full(index.shape, -1.0, np.float32)
+    map_y = np.full(index.shape, -1.0, np.float32)
     fx, fy = xs.astype(np.float32), ys.astype(np.float32)
     map_x[ys, xs] = maps[:, 0, 0] * fx + maps[:, 0, 1] * fy + maps[:, 0, 2]
     map_y[ys, xs] = maps[:, 1, 0] * fx + maps[:, 1, 1] * fy + maps[:, 1, 2]
-    warped = cv2.remap(ref.lab, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return warped, valid
+    return cv2.remap(ref.lab, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _far_half(crop: FaceCrop, yaw_deg: float) -> np.ndarray:
+    """How much of the mirrored reference each selfie pixel takes: the half of the selfie's face
+    that matches the reference's far side (image right for a positive yaw), with a soft midline."""
+    top, chin = crop.pts[MIDLINE_TOP], crop.pts[CHIN]
+    axis = (chin - top) / max(float(np.linalg.norm(chin - top)), 1e-6)
+    towards_right = np.array([axis[1], -axis[0]], np.float32)  # image right for an upright face
+    h, w = crop.shape
+    xs = np.arange(w, dtype=np.float32)[None, :] - top[0]
+    ys = np.arange(h, dtype=np.float32)[:, None] - top[1]
+    side = np.clip((xs * towards_right[0] + ys * towards_right[1]) / (0.15 * crop.iod), -1.0, 1.0)
+    right = 0.5 + 0.75 * side - 0.25 * side**3  # smooth step from 0 (left) to 1 (right)
+    amount = float(np.clip(abs(yaw_deg) / MIRROR_FROM_YAW - 1.0, 0.0, 1.0))
+    return (amount * (right if yaw_deg > 0 else 1.0 - right)).astype(np.float32)
 
 
 def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
