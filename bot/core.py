@@ -61,10 +61,10 @@ COMMANDS: dict[str, str] = {
 
 STRENGTH_CHOICES = (20, 40, 60, 80, 100)
 STRENGTH_STEP = 20  # the "stronger" / "softer" buttons
-ACTION_EVERY_S = 4.0
-# Photos are dropped from memory by timers that fire this long after they expire, so that the clock
-# the expiry is decided by agrees the deadline has passed.
-EXPIRY_MARGIN_S = 1.0  # chat actions ("sending a photo...") fade after about 5 s on Telegram
+ACTION_EVERY_S = 4.0  # chat actions ("sending a photo...") fade after about 5 s on Telegram
+# Expired photos leave memory on timers set this much later than their deadline, so that the clock
+# which decides expiry always agrees the deadline has passed when the timer fires.
+EXPIRY_MARGIN_S = 1.0
 
 Role = Literal["selfie", "reference"]
 ROLE_WORDS: dict[str, Role] = {
