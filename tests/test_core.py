@@ -230,8 +230,12 @@ async def test_reset_starts_over(bot: Bot) -> None:
 
 
 async def test_people_in_one_group_never_share_photos(bot: Bot) -> None:
-    ann = lambda message: user("ann", chat="group", message=message, group=True)  # noqa: E731
-    bob = lambda message: user("bob", chat="group", message=message, group=True)  # noqa: E731
+    def ann(message: str) -> Origin:
+        return user("ann", chat="group", message=message, group=True)
+
+    def bob(message: str) -> Origin:
+        return user("bob", chat="group", message=message, group=True)
+
     await bot.core.on_photo(ann("a1"), photo(SELFIE))
     await bot.core.on_photo(bob("b1"), photo(SELFIE_2))
     await bot.core.on_photo(bob("b2"), photo(REFERENCE))
@@ -240,11 +244,15 @@ async def test_people_in_one_group_never_share_photos(bot: Bot) -> None:
     results = await bot.messenger.wait_for_images(2)
     by_message = {r.reply_to: size_of(r.image) for r in results}
     assert by_message == {"a2": size_of(photo(SELFIE)), "b2": size_of(photo(SELFIE_2))}
-    # Bob's reset in the group does not touch Ann's photo, nor Ann's photo in another chat.
+    # Bob's reset in the group does not touch Ann's selfie; Ann's selfie in her private chat stays there.
+    await bot.core.on_photo(user("ann", message="d1"), photo(SELFIE_2))
     await bot.core.on_photo(ann("a3"), photo(SELFIE))
     await bot.core.on_command(bob("b3"), "reset")
     await bot.core.on_photo(ann("a4"), photo(REFERENCE))
-    await bot.messenger.wait_for_images(3)
+    await bot.core.on_photo(user("ann", message="d2"), photo(REFERENCE))
+    results = await bot.messenger.wait_for_images(4)
+    by_message = {r.reply_to: (r.chat_id, size_of(r.image)) for r in results[2:]}
+    assert by_message == {"a4": ("group", size_of(photo(SELFIE))), "d2": ("dm-ann", size_of(photo(SELFIE_2)))}
 
 
 # -- strength, looks, commands ----------------------------------------------------------------------
