@@ -21,13 +21,21 @@ import numpy as np
 import pytest
 import torch
 
+from engine.api import MakeupRequest
+from engine.backends import EngineUnavailableError, create_engine
+from engine.diffusion.engine import DiffusionEngine, square_box
 from engine.diffusion.layout import ModelLayout
 from engine.diffusion.loading import CheckpointError
 from engine.diffusion.pipeline import StableMakeupPipeline
 from engine.diffusion.structure import BLUE, CYAN, LIME, MAGENTA, draw_structure
 from engine.diffusion.tiny import write_tiny_models
+from engine.embedded import EmbeddedEngine
+from engine.faces import Face
+from engine.images import load_image
 from facelab.cli import main as facelab_main
-from tests.conftest import REPO_ROOT
+from facelab.settings import DiffusionSettings, EngineSettings
+from tests.conftest import REPO_ROOT, face_path
+from tests.engine_helpers import LIMITS, backend, faces, photo
 
 SIZE = 64
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -69,6 +77,17 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pipeline(models_dir: Path) -> StableMakeupPipeline:
     return StableMakeupPipeline.from_pretrained(models_dir)
+
+
+@pytest.fixture(scope="module")
+def settings(models_dir: Path) -> EngineSettings:
+    diffusion = DiffusionSettings(models_dir=models_dir, device="cpu", size=SIZE, steps=4, denoise=0.5)
+    return EngineSettings(backend="diffusion", diffusion=diffusion)
+
+
+@pytest.fixture(scope="module")
+def diffusion_engine(settings: EngineSettings, pipeline: StableMakeupPipeline) -> DiffusionEngine:
+    return DiffusionEngine(settings, pipeline, EmbeddedEngine(settings, backend=backend()))
 
 
 def _image(seed: int, size: int = SIZE) -> np.ndarray:
@@ -249,6 +268,85 @@ def test_structure_drawing_refuses_other_layouts() -> None:
         draw_structure([np.zeros((478, 2), np.float32)], 64, 64)
 
 
+# --- engine: identity compositing and back-end selection ------------------------------------------
+
+
+def _outside(face: Face, shape: tuple[int, ...], grow: float = 0.25) -> np.ndarray:
+    """Pixels clearly outside the face: beyond its landmark box grown by `grow` per side."""
+    x0, y0, x1, y1 = face.bbox
+    gx, gy = int(grow * (x1 - x0)), int(grow * (y1 - y0))
+    outside = np.ones(shape[:2], bool)
+    outside[max(0, y0 - gy) : y1 + gy, max(0, x0 - gx) : x1 + gx] = False
+    return outside
+
+
+def test_diffusion_output_is_composited_onto_the_selfie(diffusion_engine: DiffusionEngine) -> None:
+    selfie_name, reference_name = "sm_source_01.jpg", "sm_ref_01.jpg"
+    request = MakeupRequest(
+        selfie=face_path(selfie_name).read_bytes(),
+        reference=face_path(reference_name).read_bytes(),
+        strength=1.0,
+        output_format="PNG",
+    )
+    result = diffusion_engine.apply(request)
+    selfie, face = photo(selfie_name), faces(selfie_name)[0]
+    image = load_image(result.image, **LIMITS)
+    assert image.shape == selfie.shape and result.faces == 1
+    outside = _outside(face, selfie.shape)
+    assert np.array_equal(image[outside], selfie[outside])
+    assert not np.array_equal(image, selfie)
+
+    # The raw diffusion square does repaint around the face: the compositor is what keeps it out.
+    generated = diffusion_engine.generate(
+        selfie, face, photo(reference_name), faces(reference_name)[0], 1.0, timings={}
+    )
+    x0, y0, x1, y1 = square_box(face, *selfie.shape[:2])
+    square = np.zeros(selfie.shape[:2], bool)
+    square[y0:y1, x0:x1] = True
+    assert not np.array_equal(generated[square & outside], selfie[square & outside])
+
+    # Identity: the face's geometry is the selfie's (landmarks re-found within 3% of the eye distance).
+    found = backend().detect(image)[0]
+    drift = np.linalg.norm(found.landmarks - face.landmarks, axis=1).mean()
+    assert drift < 0.03 * face.inter_ocular
+
+
+def test_diffusion_engine_strength_zero_returns_the_selfie(diffusion_engine: DiffusionEngine) -> None:
+    selfie = photo("sm_source_01.jpg")
+    made_up = diffusion_engine.apply_array(selfie, photo("sm_ref_01.jpg"), strength=0.0)
+    assert np.array_equal(made_up.image, selfie)
+
+
+def test_missing_weights_fall_back_to_the_embedded_engine(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = EngineSettings(backend="diffusion", diffusion=DiffusionSettings(models_dir=tmp_path))
+    with caplog.at_level("WARNING", logger="engine.backends"):
+        engine = create_engine(settings)
+    assert isinstance(engine, EmbeddedEngine)
+    assert "falling back to the embedded CPU engine" in caplog.text
+    assert "pytorch_model.bin" in caplog.text
+
+
+def test_missing_gpu_falls_back_or_refuses_when_required(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    diffusion = DiffusionSettings(models_dir=models_dir, device="cuda")
+    with caplog.at_level("WARNING", logger="engine.backends"):
+        assert isinstance(
+            create_engine(EngineSettings(backend="diffusion", diffusion=diffusion)), EmbeddedEngine
+        )
+    assert "no CUDA GPU" in caplog.text
+    required = diffusion.model_copy(update={"required": True})
+    with pytest.raises(EngineUnavailableError, match="no CUDA GPU"):
+        create_engine(EngineSettings(backend="diffusion", diffusion=required))
+
+
+def test_diffusion_backend_is_built_when_it_can_run(settings: EngineSettings) -> None:
+    assert isinstance(create_engine(settings), DiffusionEngine)
+
+
 # --- models check and import hygiene -------------------------------------------------------------
 
 
@@ -268,8 +366,8 @@ def test_models_check_lists_present_and_missing_files(
 
 def test_default_install_paths_never_import_torch() -> None:
     code = (
-        "import sys, engine, engine.api, engine.diffusion, engine.diffusion.layout, "
-        "engine.diffusion.structure, engine.diffusion.availability, facelab.commands.models\n"
+        "import sys, engine, engine.api, engine.embedded, engine.backends, engine.diffusion, "
+        "engine.diffusion.layout, engine.diffusion.structure, facelab.commands.models, facelab.cli\n"
         "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
