@@ -117,7 +117,7 @@ class DiffusionEngine:
         options = self.settings.diffusion
         box = square_box(face, *selfie.shape[:2])
         scale = options.size / (box[2] - box[0])
-        landmarks: np.ndarray = (to_ibug68(face) - np.array(box[:2], np.float32)) * scale
+        landmarks = np.subtract(to_ibug68(face), box[:2]) * scale
         repainted = self.pipeline(
             crop_square(selfie, box, options.size),
             crop_square(reference, square_box(ref_face, *reference.shape[:2]), options.size),
