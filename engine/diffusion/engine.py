@@ -11,7 +11,6 @@ drift (a changed nose, eyes, skin texture) therefore never reaches the result.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 import cv2
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from engine.api import MakeupRequest, MakeupResult
-from engine.diffusion.pipeline import StableMakeupPipeline
+from engine.diffusion.pipeline import StableMakeupPipeline, StageTimer
 from engine.diffusion.structure import draw_structure
 from engine.embedded import EmbeddedEngine, MadeUp
 from engine.faces import Face, to_ibug68, usable_faces
@@ -72,13 +71,18 @@ class DiffusionEngine:
     def apply(self, request: MakeupRequest) -> MakeupResult:
         if request.reference is None:  # a preset look has no photo to diffuse from
             return self.compositor.apply(request)
+        timings: dict[str, float] = {}
+        timer = StageTimer(self.pipeline.device, timings)
         limits = {"max_pixels": self.settings.max_pixels, "max_bytes": self.settings.max_bytes}
-        selfie = load_image(request.selfie, role="selfie", **limits)
-        reference = load_image(request.reference, role="reference", **limits)
+        with timer.stage("decode"):
+            selfie = load_image(request.selfie, role="selfie", **limits)
+            reference = load_image(request.reference, role="reference", **limits)
         made_up = self.apply_array(selfie, reference, strength=request.strength, regions=request.regions)
-        data = encode_image(made_up.image, fmt=request.output_format)
+        timings.update(made_up.timings_ms)
+        with timer.stage("encode"):
+            data = encode_image(made_up.image, fmt=request.output_format)
         height, width = made_up.image.shape[:2]
-        return MakeupResult(data, width, height, made_up.faces, made_up.timings_ms)
+        return MakeupResult(data, width, height, made_up.faces, timings)
 
     def apply_array(
         self,
@@ -92,16 +96,14 @@ class DiffusionEngine:
         if strength == 0.0:
             return self.compositor.apply_array(selfie, None, strength=0.0)
         timings: dict[str, float] = {}
-        start = time.perf_counter()
-        face = usable_faces(self.compositor.backend.detect(selfie), "selfie")[0]
-        ref_face = usable_faces(self.compositor.backend.detect(reference), "reference")[0]
-        timings["detect"] = (time.perf_counter() - start) * 1000.0
-
+        timer = StageTimer(self.pipeline.device, timings)
+        with timer.stage("detect"):
+            face = usable_faces(self.compositor.backend.detect(selfie), "selfie")[0]
+            ref_face = usable_faces(self.compositor.backend.detect(reference), "reference")[0]
         generated = self.generate(selfie, face, reference, ref_face, strength, timings)
-        start = time.perf_counter()
-        aligned = prepare_reference(generated, face, self.settings.working_size)
-        made_up = self.compositor.apply_array(selfie, aligned, strength=strength, regions=regions)
-        timings["composite"] = (time.perf_counter() - start) * 1000.0
+        with timer.stage("composite"):
+            aligned = prepare_reference(generated, face, self.settings.working_size)
+            made_up = self.compositor.apply_array(selfie, aligned, strength=strength, regions=regions)
         return MadeUp(made_up.image, made_up.faces, timings)
 
     def generate(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
@@ -19,6 +20,14 @@ from engine.diffusion.modules import TokenResampler
 
 _CLIP_WIDTH = 32
 _TEXT_WIDTH = 32
+
+
+class _TransformerShape(TypedDict):
+    intermediate_size: int
+    num_attention_heads: int
+
+
+_TRANSFORMER = _TransformerShape(intermediate_size=64, num_attention_heads=4)  # both tiny CLIP towers
 _TOKENS = ["<|startoftext|>", "<|endoftext|>", "a</w>", "face</w>", "!", "a", "f", "c", "e"]
 
 
@@ -64,13 +73,12 @@ def _write_sd15(sd15_dir: Path, unet: UNet2DConditionModel) -> None:
         CLIPTextConfig(
             vocab_size=len(_TOKENS),
             hidden_size=_TEXT_WIDTH,
-            intermediate_size=64,
             num_hidden_layers=2,
-            num_attention_heads=4,
             max_position_embeddings=8,
             bos_token_id=0,
             eos_token_id=1,
             pad_token_id=1,
+            **_TRANSFORMER,
         )
     )
     text.save_pretrained(sd15_dir / "text_encoder")
@@ -88,12 +96,7 @@ def _write_sd15(sd15_dir: Path, unet: UNet2DConditionModel) -> None:
 
 def _tiny_clip() -> CLIPVisionModel:
     config = CLIPVisionConfig(
-        hidden_size=_CLIP_WIDTH,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
+        hidden_size=_CLIP_WIDTH, num_hidden_layers=4, image_size=32, patch_size=8, **_TRANSFORMER
     )
     return CLIPVisionModel(config)
 
