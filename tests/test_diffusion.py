@@ -184,6 +184,8 @@ def test_loader_puts_every_published_tensor_in_place(
         pairs.append((controlnet["controlnet_mid_block.weight"], net.controlnet_mid_block.weight))
     for published, loaded in pairs:
         assert torch.equal(published, loaded)
+    # SD1.5's schedule config (PNDM) is read as DDIM; clipping would clamp latents to [-1, 1].
+    assert type(pipeline.scheduler).__name__ == "DDIMScheduler" and not pipeline.scheduler.config.clip_sample
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ that result, pasted back, is pixel-aligned with the selfie, so it goes to the em
 compositor as an already-aligned reference (the selfie's own landmarks, no second face search). The
 compositor keeps the selfie's structure and detail layers and takes only the makeup colour from the
 diffusion output, per region and strength; every pixel outside the face stays the selfie's. Diffusion
-drift (a changed nose, eyes, skin texture) therefore never reaches the result.
+drift (a changed nose, eyes, skin texture) therefore never reaches the result. In a group selfie the
+largest face is diffused and the compositor carries its makeup onto every face.
 """
 
 from __future__ import annotations

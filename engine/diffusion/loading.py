@@ -131,8 +131,11 @@ def empty_prompt_embedding(sd15_dir: Path) -> torch.Tensor:
 def load_sd15(sd15_dir: Path) -> tuple[UNet2DConditionModel, AutoencoderKL, DDIMScheduler]:
     unet = UNet2DConditionModel.from_pretrained(sd15_dir, subfolder="unet", local_files_only=True)
     vae = AutoencoderKL.from_pretrained(sd15_dir, subfolder="vae", local_files_only=True)
-    # DDIM, as the published inference uses; img2img runs only the tail of its schedule.
-    scheduler = DDIMScheduler.from_pretrained(sd15_dir, subfolder="scheduler", local_files_only=True)
+    # DDIM, as the published inference uses; img2img runs only the tail of its schedule. Latents are not
+    # bounded to [-1, 1], so DDIM's sample clipping (on by default when a config omits it) stays off.
+    scheduler = DDIMScheduler.from_pretrained(
+        sd15_dir, subfolder="scheduler", local_files_only=True, clip_sample=False
+    )
     return unet, vae, scheduler
 
 

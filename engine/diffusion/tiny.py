@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypedDict
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel
 
 from engine.diffusion.layout import ModelLayout
@@ -89,9 +89,15 @@ def _write_sd15(sd15_dir: Path, unet: UNet2DConditionModel) -> None:
     (tokenizer_dir / "tokenizer_config.json").write_text(
         json.dumps({"model_max_length": 8, "tokenizer_class": "CLIPTokenizer"})
     )
-    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(
-        sd15_dir / "scheduler"
-    )
+    # SD1.5 ships a PNDM schedule config; the pipeline reads it as DDIM, as the published demo does.
+    PNDMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        skip_prk_steps=True,
+        steps_offset=1,
+        set_alpha_to_one=False,
+    ).save_pretrained(sd15_dir / "scheduler")
 
 
 def _tiny_clip() -> CLIPVisionModel:
