@@ -42,7 +42,7 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def no_network() -> Iterator[None]:
+def no_network() -> Iterator[list[object]]:
     """Refuse and record every connection to a non-loopback address; the module fails if there was one."""
     attempts: list[object] = []
     real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
@@ -63,7 +63,7 @@ def no_network() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket.socket, "connect", connect)
         patch.setattr(socket.socket, "connect_ex", connect_ex)
-        yield
+        yield attempts
     assert not attempts, f"non-loopback connections attempted: {attempts}"
 
 
@@ -138,6 +138,13 @@ def _run(pipeline: StableMakeupPipeline, **overrides: object) -> np.ndarray:
     args.update(overrides)
     selfie, reference, structure = args.pop("selfie"), args.pop("reference"), args.pop("structure")
     return pipeline(selfie, reference, structure, **args)  # type: ignore[arg-type]
+
+
+def test_the_network_guard_refuses_outside_addresses(no_network: list[object]) -> None:
+    with pytest.raises(OSError, match="no network"):
+        socket.create_connection(("192.0.2.1", 443), timeout=1)  # TEST-NET-1: never routed
+    assert no_network == [("192.0.2.1", 443)]
+    no_network.clear()  # this attempt was the test's own
 
 
 # --- loading ---------------------------------------------------------------------------------------
