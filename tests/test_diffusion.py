@@ -246,6 +246,13 @@ def test_same_seed_same_picture_other_seed_other_picture(
     assert not np.array_equal(_run(pipeline, seed=8), baseline)
 
 
+def test_float16_as_on_gpu_gives_the_float32_picture(models_dir: Path, baseline: np.ndarray) -> None:
+    half = StableMakeupPipeline.from_pretrained(models_dir, dtype=torch.float16)
+    processor = half.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.processor
+    assert processor.to_k_SSR.weight.dtype == half.uncond_tokens.dtype == torch.float16
+    assert np.abs(_run(half).astype(int) - baseline).max() <= 2
+
+
 def test_denoise_zero_returns_the_selfie(pipeline: StableMakeupPipeline) -> None:
     selfie = _image(1)
     assert np.array_equal(_run(pipeline, selfie=selfie, denoise=0.0), selfie)
