@@ -61,6 +61,19 @@ class TelegramSettings(BaseModel):
     webhook_port: int = 8443
 
 
+class DiscordSettings(BaseModel):
+    token: SecretStr | None = None
+    # The message flow in server channels (two images in a message, or an image replying to one)
+    # needs the privileged Message Content intent; without it only slash commands, DMs and mentions work.
+    message_content: bool = True
+
+
+class WebSettings(BaseModel):
+    # Loopback by default: the playground has no accounts, so anyone who can reach it can use it.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACELAB_", env_nested_delimiter="__", extra="forbid")
 
@@ -69,6 +82,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     bot: BotSettings = BotSettings()
     telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
+    web: WebSettings = WebSettings()
 
     @classmethod
     def settings_customise_sources(
