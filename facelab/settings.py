@@ -77,6 +77,9 @@ class DiscordSettings(BaseModel):
     # The message flow in server channels (two images in a message, or an image replying to one)
     # needs the privileged Message Content intent; without it only slash commands, DMs and mentions work.
     message_content: bool = True
+    # Publish the slash commands at start-up (`facelab serve --sync-commands`); only needed when they
+    # change, since Discord rate-limits it.
+    sync_commands: bool = False
 
 
 class WebSettings(BaseModel):

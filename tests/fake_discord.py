@@ -585,6 +585,8 @@ class FakeDiscord:
         interaction = self._live_interaction(token)
         if interaction is None:
             return 401, {"message": "Invalid Webhook Token", "code": 50027}
+        if interaction.callback is None:  # nothing to follow up on before the initial response
+            return 404, {"message": "Unknown Webhook", "code": 10015}
         channel = self.channels[int(interaction.payload["channel"]["id"])]
         message = self._bot_message(channel, call)
         message["webhook_id"] = str(self.application_id)
