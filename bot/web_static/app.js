@@ -1,111 +1,182 @@
-// Face Lab playground: a chat with the bot core. Photos and commands go up as plain HTTP posts; the
-// bot's replies (texts and results) come back over one Server-Sent Events stream, in order.
+// Face Lab playground: a chat with the bot core. A try-on goes up as one form post; the bot's answers
+// (texts, results, "working" signals) come back in order over one Server-Sent Events stream.
 "use strict";
 
 const log = document.getElementById("log");
-const drop = document.getElementById("drop");
-const photoInput = document.getElementById("photo");
-const dropHint = document.getElementById("drop-hint");
+const form = document.getElementById("composer");
+const submit = document.getElementById("submit");
 const lookSelect = document.getElementById("look");
 const strength = document.getElementById("strength");
 const strengthValue = document.getElementById("strength-value");
 const resultTemplate = document.getElementById("result-template");
+const slots = { selfie: document.getElementById("selfie-slot"), reference: document.getElementById("reference-slot") };
+const chosen = { selfie: null, reference: null };
+const selfieOf = new Map(); // try-on id -> object URL of the selfie sent with it (the "before")
+let working = null;
+
+function scrollToEnd(item) {
+  item.scrollIntoView({ behavior: "smooth", block: "end" });
+}
 
 function addBubble(who, content, extraClass) {
   const item = document.createElement("li");
   item.className = extraClass ? `${who} ${extraClass}` : who;
-  if (content instanceof Node) item.append(content);
-  else item.textContent = content;
+  item.append(content);
   log.append(item);
-  item.scrollIntoView({ behavior: "smooth", block: "end" });
+  scrollToEnd(item);
   return item;
 }
 
+function stopWorking() {
+  if (working) working.remove();
+  working = null;
+}
+
 async function post(path, body) {
-  const response = await fetch(path, { method: "POST", body });
-  if (!response.ok) {
-    const reply = await response.json().catch(() => ({ error: response.statusText }));
-    addBubble("bot", reply.error || "Something went wrong.", "error");
-  }
+  const response = await fetch(path, { method: "POST", body, credentials: "same-origin" });
+  const reply = await response.json().catch(() => ({}));
+  if (!response.ok) addBubble("bot", reply.error || "Something went wrong. Please try again.", "error");
+  return reply;
 }
 
-function sendCommand(name, args = "") {
-  return post("api/command", JSON.stringify({ command: name, args }));
+function buttonRow(buttons, tryon) {
+  return buttons.map((button) => {
+    const element = document.createElement("button");
+    element.type = "button";
+    element.textContent = button.label;
+    element.addEventListener("click", () => post("api/button", JSON.stringify({ data: button.data, tryon })));
+    return element;
+  });
 }
 
-function sendPhoto(file) {
-  if (!file || !file.type.startsWith("image/")) {
-    addBubble("bot", "That is not an image. Please send a photo (JPEG, PNG, WebP or HEIC).", "error");
-    return;
+function showText(event) {
+  const text = document.createElement("p");
+  text.className = "text";
+  text.textContent = event.text || "";
+  const item = addBubble("bot", text);
+  if (event.buttons.length) {
+    const actions = document.createElement("div");
+    actions.className = "actions";
+    actions.append(...buttonRow(event.buttons, event.tryon));
+    item.append(actions);
   }
-  const preview = document.createElement("img");
-  preview.src = URL.createObjectURL(file);
-  preview.alt = file.name;
-  addBubble("user", preview);
-  const form = new FormData();
-  form.append("photo", file, file.name);
-  post("api/photo", form);
 }
 
 function showResult(event) {
   const item = resultTemplate.content.firstElementChild.cloneNode(true);
+  item.querySelector(".caption").textContent = event.text;
   const compare = item.querySelector(".compare");
-  item.querySelector("img.after").src = event.image;
-  item.querySelector("img.before").src = event.before;
+  const after = item.querySelector("img.after");
+  const before = item.querySelector("img.before");
   const split = item.querySelector(".split");
+  compare.classList.add("single");
   split.addEventListener("input", () => {
     compare.style.setProperty("--split", `${split.value}%`);
     item.querySelector(".before-clip").style.clipPath = `inset(0 ${100 - split.value}% 0 0)`;
   });
+  // The slider shows only when the result is the selfie's size (not e.g. a side-by-side picture).
+  const offerSlider = () => {
+    if (before.naturalWidth === after.naturalWidth && before.naturalHeight === after.naturalHeight) {
+      compare.classList.remove("single");
+    }
+  };
+  after.addEventListener("load", () => { scrollToEnd(item); if (before.complete) offerSlider(); }, { once: true });
+  before.addEventListener("load", () => { if (after.complete) offerSlider(); }, { once: true });
+  const selfie = selfieOf.get(event.tryon);
+  if (selfie) before.src = selfie;
+  after.src = event.image;
   const download = item.querySelector("a.download");
   download.href = event.image;
   download.download = event.filename;
-  const actions = item.querySelector(".actions");
-  for (const button of event.buttons) {
-    const element = document.createElement("button");
-    element.type = "button";
-    element.textContent = button.label;
-    element.dataset.action = button.action;
-    element.addEventListener("click", () => post("api/button", JSON.stringify({ data: button.data })));
-    actions.append(element);
-  }
-  if (event.text) addBubble("bot", event.text);
+  item.querySelector(".actions").append(...buttonRow(event.buttons, event.tryon));
   log.append(item);
-  item.scrollIntoView({ behavior: "smooth", block: "end" });
 }
 
 function listen() {
   const events = new EventSource("api/events");
-  events.addEventListener("text", (message) => addBubble("bot", JSON.parse(message.data).text));
-  events.addEventListener("result", (message) => showResult(JSON.parse(message.data)));
-  events.addEventListener("settings", (message) => {
-    const settings = JSON.parse(message.data);
-    strength.value = settings.strength;
-    strengthValue.textContent = settings.strength;
-    for (const look of settings.looks) {
-      if (![...lookSelect.options].some((option) => option.value === look)) lookSelect.add(new Option(look, look));
-    }
+  events.addEventListener("message", (message) => {
+    stopWorking();
+    const event = JSON.parse(message.data);
+    if (event.image) showResult(event);
+    else showText(event);
   });
-  events.addEventListener("hint", (message) => { dropHint.textContent = JSON.parse(message.data).text; });
+  events.addEventListener("working", () => {
+    if (!working) working = addBubble("bot", "Working on it…", "pending");
+  });
 }
 
-photoInput.addEventListener("change", () => {
-  for (const file of photoInput.files) sendPhoto(file);
-  photoInput.value = "";
-});
-for (const type of ["dragenter", "dragover"]) {
-  drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); });
+function choose(role, file) {
+  if (!file) return;
+  if (!file.type.startsWith("image/")) {
+    addBubble("bot", `${file.name} is not an image. Please choose a photo (JPEG, PNG or WebP).`, "error");
+    return;
+  }
+  chosen[role] = file;
+  const preview = slots[role].querySelector("img");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  slots[role].classList.add("filled");
+  updateSubmit();
 }
-for (const type of ["dragleave", "drop"]) {
-  drop.addEventListener(type, () => drop.classList.remove("over"));
+
+function updateSubmit() {
+  const usesLook = lookSelect.value !== "";
+  slots.reference.classList.toggle("disabled", usesLook);
+  submit.disabled = !(chosen.selfie && (chosen.reference || usesLook));
 }
-drop.addEventListener("drop", (event) => {
+
+function userBubble() {
+  const figure = document.createElement("div");
+  figure.className = "pair";
+  for (const role of ["selfie", "reference"]) {
+    if (role === "reference" && lookSelect.value) {
+      const label = document.createElement("span");
+      label.textContent = `look: ${lookSelect.value}`;
+      figure.append(label);
+      continue;
+    }
+    const image = document.createElement("img");
+    image.src = URL.createObjectURL(chosen[role]);
+    image.alt = role;
+    figure.append(image);
+  }
+  const note = document.createElement("span");
+  note.textContent = `strength ${strength.value}`;
+  figure.append(note);
+  addBubble("user", figure);
+}
+
+async function tryOn(event) {
   event.preventDefault();
-  for (const file of event.dataTransfer.files) sendPhoto(file);
-});
-strength.addEventListener("input", () => { strengthValue.textContent = strength.value; });
-strength.addEventListener("change", () => sendCommand("strength", strength.value));
-lookSelect.addEventListener("change", () => { if (lookSelect.value) sendCommand("look", lookSelect.value); });
-document.getElementById("reset").addEventListener("click", () => sendCommand("reset"));
+  const body = new FormData();
+  body.append("selfie", chosen.selfie, chosen.selfie.name);
+  if (lookSelect.value) body.append("look", lookSelect.value);
+  else body.append("reference", chosen.reference, chosen.reference.name);
+  body.append("strength", strength.value);
+  const tryon = crypto.randomUUID();
+  body.append("tryon", tryon);
+  selfieOf.set(tryon, URL.createObjectURL(chosen.selfie));
+  userBubble();
+  await post("api/tryon", body);
+}
 
+for (const [role, slot] of Object.entries(slots)) {
+  const input = slot.querySelector("input");
+  input.addEventListener("change", () => choose(role, input.files[0]));
+  for (const type of ["dragenter", "dragover"]) {
+    slot.addEventListener(type, (event) => { event.preventDefault(); slot.classList.add("over"); });
+  }
+  for (const type of ["dragleave", "drop"]) slot.addEventListener(type, () => slot.classList.remove("over"));
+  slot.addEventListener("drop", (event) => { event.preventDefault(); choose(role, event.dataTransfer.files[0]); });
+}
+for (const button of document.querySelectorAll("[data-command]")) {
+  button.addEventListener("click", () => post("api/command", JSON.stringify({ command: button.dataset.command })));
+}
+strength.addEventListener("input", () => { strengthValue.textContent = strength.value; });
+lookSelect.addEventListener("change", updateSubmit);
+form.addEventListener("submit", tryOn);
+
+fetch("api/looks").then((response) => response.json()).then(({ looks }) => {
+  for (const look of looks) lookSelect.add(new Option(look.replace("_", " "), look));
+});
 listen();
