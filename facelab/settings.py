@@ -88,6 +88,8 @@ class WebSettings(BaseModel):
     # Loopback by default: the playground has no accounts, so anyone who can reach it can use it.
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Serve it next to the chat bots (`facelab serve --web`); it always runs when no bot token is set.
+    enabled: bool = False
 
 
 class Settings(BaseSettings):

@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,6 +22,7 @@ from bot.discord import DiscordAdapter, discord_intents, fit_upload
 from bot.engine_process import EngineProcess
 from bot.queue import LocalJobQueue
 from engine.api import MakeupRequest, MakeupResult
+from facelab.commands.serve import serve, with_flags
 from facelab.settings import Settings
 from storage import Storage
 from tests.conftest import face_path
@@ -302,3 +306,38 @@ def test_fit_upload_keeps_small_images_and_shrinks_large_ones() -> None:
     smaller = fit_upload(original, len(original) // 3)
     assert smaller is not None and len(smaller) <= len(original) // 3
     assert fit_upload(original, 100) is None
+
+
+async def test_serve_runs_discord_and_the_web_playground_in_one_process(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:  # a free port for the playground
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(
+        database={"url": f"sqlite+aiosqlite:///{tmp_path / 'facelab.db'}"},
+        discord={"token": "fake-token"},
+        web={"port": port},
+    )
+    settings = with_flags(settings, argparse.Namespace(web=True, sync_commands=True))
+    stop = asyncio.Event()
+    with fake.patched():
+        server = asyncio.create_task(serve(settings, stop))
+        try:
+            async with asyncio.timeout(60):
+                await fake.ready.wait()
+            assert {c["name"] for c in fake.commands} >= {"makeup", "look"}  # --sync-commands
+            interaction = await fake.invoke_command(
+                fake.user("alice"),
+                fake.guild_channel,
+                "makeup",
+                selfie=upload(fake, SELFIE),
+                reference=upload(fake, REFERENCE),
+            )
+            assert_made_up((await fake.wait_for_reply(interaction)).files[0][1], SELFIE)
+            async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{port}/") as page:
+                assert page.status == 200
+                assert "Face Lab" in await page.text()
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(server, 60) == 0
