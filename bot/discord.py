@@ -200,6 +200,9 @@ class DiscordMessenger:
                 )
                 return
             except discord.HTTPException as error:
+                if target.ephemeral:  # a private answer (e.g. /stats) is not posted for all to see
+                    log.warning("private follow-up refused (%s %s), dropped", error.status, error.code)
+                    return
                 log.info("follow-up refused (%s %s), posting in the channel", error.status, error.code)
         channel = self._client.get_partial_messageable(int(chat_id))
         if target is not None and target.message_id is not None:
@@ -305,6 +308,8 @@ class FaceLabClient(discord.Client):
             return
         photos = [a for a in message.attachments if _is_image(a)]
         if not photos:
+            if message.guild is None and message.attachments:
+                await message.reply("That is not an image. Send me photos: JPEG, PNG, WebP or HEIC.")
             return
         replied = await self._replied_photo(message)
         in_server = message.guild is not None

@@ -189,7 +189,9 @@ class WebPlayground:
         if session is not None and request.cookies.get(COOKIE) != session.id:
             cookie = SimpleCookie()
             cookie[COOKIE] = session.id
-            cookie[COOKIE].update({"path": "/", "httponly": True, "samesite": "Strict"})
+            cookie[COOKIE]["path"] = "/"
+            cookie[COOKIE]["httponly"] = True
+            cookie[COOKIE]["samesite"] = "Strict"
             response.headers.add(hdrs.SET_COOKIE, cookie[COOKIE].OutputString())
 
     def _origin(self, request: web.Request, tryon: str | None = None) -> Origin:
@@ -237,7 +239,11 @@ class WebPlayground:
 
     async def _tryon(self, request: web.Request) -> web.Response:
         """A selfie with a reference photo or a look, and a strength: queued, answered on the stream."""
-        form = await request.post()
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            mb = self._max_request // (2 * 1024 * 1024)
+            return web.json_response({"error": f"Photos can be up to {mb} MB each."}, status=413)
         selfie = _upload(form.get("selfie"))
         reference = _upload(form.get("reference"))
         look = str(form.get("look") or "") or None

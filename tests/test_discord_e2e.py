@@ -202,10 +202,14 @@ async def test_two_images_in_a_server_message_and_a_reply_with_an_image(stack: S
     assert lone["id"] not in answered
 
 
-async def test_direct_messages_pair_photos_one_at_a_time(stack: Stack) -> None:
+async def test_direct_messages_pair_photos_one_at_a_time_and_refuse_other_files(stack: Stack) -> None:
     fake = stack.fake
     dave = fake.user("dave")
     dm = fake.dm_channel(dave)
+    await fake.send_message(dave, dm, attachments=[fake.upload("notes.pdf", b"%PDF-1.4", "application/pdf")])
+    await fake.wait_for(
+        lambda c: c.path == f"/channels/{dm.id}/messages" and "not an image" in c.json["content"]
+    )
     await fake.send_message(dave, dm, attachments=[upload(fake, SELFIE)])
     await fake.wait_for(
         lambda c: c.path == f"/channels/{dm.id}/messages" and "Got your selfie" in c.json["content"]
