@@ -26,7 +26,7 @@ from facelab.commands.serve import serve, with_flags
 from facelab.settings import Settings
 from storage import Storage
 from tests.conftest import face_path
-from tests.fake_discord import Call, FakeDiscord, FakeInteraction
+from tests.fake_discord import ATTACHMENT_SIZE_LIMIT, Call, FakeDiscord, FakeInteraction
 
 SELFIE, REFERENCE, NO_FACE = "sm_source_01.jpg", "sm_ref_01.jpg", "dlib_source_02.jpg"
 
@@ -71,8 +71,10 @@ def assert_made_up(result: bytes, selfie_name: str) -> None:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as server:
+async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeDiscord]:
+    """The fake Discord; a test may set the servers' upload limit with an indirect parameter."""
+    limit = getattr(request, "param", ATTACHMENT_SIZE_LIMIT)
+    async with FakeDiscord(attachment_size_limit=limit) as server:
         yield server
 
 
@@ -269,38 +271,18 @@ async def test_result_goes_to_the_channel_when_the_token_has_expired(stack: Stac
     assert_made_up(posted.files[0][1], SELFIE)
 
 
-async def test_results_respect_the_upload_limit_of_the_interaction(
-    engine: EngineProcess, tmp_path: Path
-) -> None:
-    limit = 30_000
-    async with FakeDiscord(attachment_size_limit=limit) as fake:
-        settings = Settings(
-            database={"url": f"sqlite+aiosqlite:///{tmp_path / 'facelab.db'}"},
-            discord={"token": "fake-token"},
-        )
-        storage = await Storage.open(settings.database.url)
-        queue = LocalJobQueue(engine, max_size=10, per_user=2)
-        await queue.start()
-        core = Core(settings, queue, storage)
-        adapter = DiscordAdapter(settings, core)
-        with fake.patched():
-            await adapter.start()
-            try:
-                interaction = await fake.invoke_command(
-                    fake.user("alice"),
-                    fake.guild_channel,
-                    "makeup",
-                    selfie=upload(fake, "sm_source_02.jpg"),
-                    reference=upload(fake, REFERENCE),
-                )
-                result = await fake.wait_for_reply(interaction)
-            finally:
-                await queue.close(drain_timeout_s=5)
-                await core.close()
-                await adapter.stop()
-                await storage.close()
-    image = result.files[0][1]
-    assert len(image) <= limit
+@pytest.mark.parametrize("fake", [30_000], indirect=True)  # the server's upload limit, in bytes
+async def test_results_respect_the_upload_limit_of_the_interaction(stack: Stack) -> None:
+    fake = stack.fake
+    interaction = await fake.invoke_command(
+        fake.user("alice"),
+        fake.guild_channel,
+        "makeup",
+        selfie=upload(fake, "sm_source_02.jpg"),
+        reference=upload(fake, REFERENCE),
+    )
+    image = (await fake.wait_for_reply(interaction)).files[0][1]
+    assert len(image) <= 30_000 < len(photo("sm_source_02.jpg"))
     assert Image.open(io.BytesIO(image)).format == "JPEG"
 
 
