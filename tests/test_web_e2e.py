@@ -21,6 +21,7 @@ from bot.queue import LocalJobQueue
 from bot.web import WebPlayground
 from engine.faces import MediapipeBackend
 from engine.regions import region_masks
+from facelab.commands.serve import ADAPTERS, Adapter, serve
 from facelab.settings import Settings
 from storage import Storage
 from tests.conftest import REPO_ROOT, face_path
@@ -165,3 +166,25 @@ async def _next_image(events: aiohttp.ClientResponse) -> str:
             if data.get("image"):
                 return str(data["image"])
     raise AssertionError("the event stream ended without a result")
+
+
+async def test_serve_without_a_bot_token_serves_the_playground(tmp_path: Path) -> None:
+    playgrounds: list[Adapter | None] = []
+
+    def web(settings: Settings, core: Core) -> Adapter | None:  # the real factory, watched
+        playgrounds.append(ADAPTERS["web"](settings, core))
+        return playgrounds[-1]
+
+    settings = Settings(database={"url": f"sqlite+aiosqlite:///{tmp_path / 'facelab.db'}"}, web={"port": 0})
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(settings, stop, {**ADAPTERS, "web": web}))
+    try:
+        async with asyncio.timeout(60):
+            while not (playgrounds and isinstance(playgrounds[0], WebPlayground) and playgrounds[0].url):
+                await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as client, client.get(playgrounds[0].url) as page:
+            assert page.status == 200
+            assert "Try it on" in await page.text()
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(server, 60) == 0
