@@ -80,6 +80,24 @@ class TelegramSettings(BaseModel):
     webhook_port: int = 8443
 
 
+class DiscordSettings(BaseModel):
+    token: SecretStr | None = None
+    # The message flow in server channels (two images in a message, or an image replying to one)
+    # needs the privileged Message Content intent; without it only slash commands, DMs and mentions work.
+    message_content: bool = True
+    # Publish the slash commands at start-up (`facelab serve --sync-commands`); only needed when they
+    # change, since Discord rate-limits it.
+    sync_commands: bool = False
+
+
+class WebSettings(BaseModel):
+    # Loopback by default: the playground has no accounts, so anyone who can reach it can use it.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Serve it next to the chat bots (`facelab serve --web`); it always runs when no bot token is set.
+    enabled: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACELAB_", env_nested_delimiter="__", extra="forbid")
 
@@ -88,6 +106,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     bot: BotSettings = BotSettings()
     telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
+    web: WebSettings = WebSettings()
 
     @classmethod
     def settings_customise_sources(
