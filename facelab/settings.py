@@ -18,8 +18,14 @@ from pydantic_settings import (
 class DiffusionSettings(BaseModel):
     models_dir: Path = Path("models")
     device: str = "cuda"
-    steps: int = 20
-    denoise: float = 0.6
+    steps: int = Field(default=20, ge=1, le=200)
+    denoise: float = Field(default=0.6, ge=0.0, le=1.0)
+    # Classifier-free guidance at user strength 1 (strength 0 → 1.0, i.e. no guidance).
+    max_guidance: float = Field(default=2.0, ge=1.0, le=10.0)
+    # Side of the square face crop the networks run on (Stable-Makeup was trained at 512).
+    size: int = Field(default=512, ge=64, le=1024, multiple_of=64)
+    # Same inputs give the same picture, so /strength changes only the strength.
+    seed: int = 0
     # Refuse to start when weights or GPU are missing instead of falling back to the embedded engine.
     required: bool = False
 
@@ -39,6 +45,8 @@ class QueueSettings(BaseModel):
     max_size: int = 100
     per_user: int = 2
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # On shutdown, queued jobs get this long to finish; users of the rest are told to resend.
+    drain_timeout_s: float = 30.0
 
 
 class DatabaseSettings(BaseModel):
