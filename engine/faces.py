@@ -88,7 +88,7 @@ class MediapipeBackend:
     MAX_FACES = 6
     CROP_SCALE = 2.2  # crop side relative to the detector's box: the mesh wants some context
 
-    def __init__(self, working_size: int = 256) -> None:
+    def __init__(self, working_size: int = 192) -> None:
         from mediapipe.python.solutions import face_detection, face_mesh
 
         self._crop_size = working_size
