@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 from PIL import Image
 
 TOKEN = "123456789:FAKE-test-token_never-real"
@@ -40,7 +40,9 @@ _TEXT_FIELDS = frozenset(
      "url", "inline_message_id", "emoji", "secret_token", "description", "short_description"}
 )  # fmt: skip
 _COMMAND_OR_MENTION = re.compile(r"(?<![\w/@])(/[A-Za-z0-9_]+(?:@[A-Za-z0-9_]+)?|@[A-Za-z0-9_]+)")
-_NON_CHAT_METHODS = frozenset({"getMe", "getUpdates", "deleteWebhook", "setMyCommands", "getFile"})
+_NON_CHAT_METHODS = frozenset(
+    {"getMe", "getUpdates", "setWebhook", "deleteWebhook", "setMyCommands", "getFile"}
+)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,10 @@ class FakeTelegram:
         self._unclaimed: list[ApiCall] = []
         self._waiters: list[tuple[Callable[[ApiCall], bool], asyncio.Future[ApiCall]]] = []
         self._updates_arrived = asyncio.Event()
+        # Set by setWebhook: updates are then POSTed there, as Telegram does, instead of polled.
+        self._webhook: tuple[str, str | None] | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self.webhook_statuses: list[int] = []
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._closing = False
@@ -361,8 +367,19 @@ class FakeTelegram:
         return (replied.get("from") or {}).get("id") == BOT_ID
 
     def _push_update(self, body: dict[str, Any]) -> None:
-        self._updates.append({"update_id": next(self._update_ids), **body})
-        self._updates_arrived.set()
+        update = {"update_id": next(self._update_ids), **body}
+        if self._webhook is None:
+            self._updates.append(update)
+            self._updates_arrived.set()
+            return
+        task = asyncio.get_running_loop().create_task(self._post_to_webhook(update, *self._webhook))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _post_to_webhook(self, update: dict[str, Any], url: str, secret: str | None) -> None:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+        async with ClientSession() as session, session.post(url, json=update, headers=headers) as response:
+            self.webhook_statuses.append(response.status)
 
     def _hand_over(self, call: ApiCall) -> None:
         """Give an accepted call to the oldest next_call waiting for one like it, or keep it."""
@@ -423,7 +440,12 @@ class FakeTelegram:
         return {**self.bot_user, "can_join_groups": True, "can_read_all_group_messages": reads_all,
                 "supports_inline_queries": False}  # fmt: skip
 
+    async def _api_setWebhook(self, call: ApiCall) -> bool:
+        self._webhook = (call.params["url"], call.params.get("secret_token"))
+        return True
+
     async def _api_deleteWebhook(self, call: ApiCall) -> bool:
+        self._webhook = None
         if call.params.get("drop_pending_updates"):
             self._updates.clear()
         return True
