@@ -257,6 +257,22 @@ async def test_group_with_privacy_mode_keeps_two_interleaving_users_apart(
     assert len(fake.calls_to("sendPhoto", GROUP.id)) == 2
 
 
+async def test_group_without_privacy_mode_still_answers_only_when_addressed(
+    tmp_path: Path, shared_engine_queue: None
+) -> None:
+    async with FakeTelegram(privacy_mode=False) as open_fake:
+        async with serving(settings_for(open_fake, tmp_path), open_fake):
+            assert (
+                open_fake.send_photo(ALICE, GROUP, selfie(4)) is not None
+            )  # the bot sees it, and keeps quiet
+            open_fake.send_text(BOB, GROUP, "what a nice photo")
+            addressed = open_fake.send_photo(ALICE, GROUP, selfie(6), caption="@facelab_test_bot")
+            answer = await open_fake.next_call("sendMessage", GROUP.id)
+        assert replying_to(addressed)(answer)
+        assert "Got your selfie" in answer.params["text"]
+        assert len(open_fake.calls_to("sendMessage")) == 1
+
+
 async def test_album_of_selfie_and_reference(fake: FakeTelegram, bot_settings: Settings) -> None:
     chat = dm(ALICE)
     async with serving(bot_settings, fake):
