@@ -123,6 +123,8 @@ class TelegramAdapter:
             .build()
         )
         app.add_handler(CommandHandler(list(COMMANDS), self._on_command))
+        # Other commands in a private chat: the core answers with what it does know.
+        app.add_handler(MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, self._on_command))
         addressed = AddressedToBot()
         app.add_handler(MessageHandler((filters.PHOTO | IMAGE_DOCUMENT) & addressed, self._on_image))
         app.add_handler(MessageHandler(filters.Document.ALL & addressed, self._on_other_file))
