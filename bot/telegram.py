@@ -45,6 +45,7 @@ from telegram.ext import (
 )
 
 from bot.core import COMMANDS, Button, Core, Origin
+from bot.telegram_http import AiohttpRequest
 from facelab.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ class TelegramAdapter:
             .base_url(self._settings.base_url)
             .base_file_url(self._settings.base_file_url)
             .rate_limiter(AIORateLimiter(max_retries=self._settings.max_retries))
+            .request(AiohttpRequest())
+            .get_updates_request(AiohttpRequest(connections=1))
             .concurrent_updates(InOrderPerPerson())
             .build()
         )
