@@ -74,7 +74,7 @@ def load_image(data: bytes, *, max_pixels: int, max_bytes: int, role: Role | Non
     """
     subject = _subject(role)
     if not data:
-        raise ImageError(f"{subject} is an empty file. Please send the photo again.", role)
+        raise ImageError(f"{subject} arrived empty (0 bytes). Please send it again.", role)
     if len(data) > max_bytes:
         raise ImageTooLargeError(
             f"{subject} is too big ({_mb(len(data))} MB); please send one under {_mb(max_bytes)} MB.", role
@@ -87,11 +87,8 @@ def load_image(data: bytes, *, max_pixels: int, max_bytes: int, role: Role | Non
             role,
         )
     try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as image:
-            _check_pixels(image.size, max_pixels, subject, role)
-            image.seek(0)  # animated GIF/WebP/APNG: the first frame is the picture
-            upright = ImageOps.exif_transpose(image)
-            return _to_rgb_array(upright)
+        # The temporary PIL image is freed once asarray holds a copy of its bytes, before the final copy.
+        pixels = np.asarray(_decode_upright_rgb(data, fmt, max_pixels, subject, role))
     except (ImageError, MemoryError):
         raise  # ours already speaks to the user; running out of memory is the server's problem
     except Image.DecompressionBombError as exc:
@@ -105,6 +102,21 @@ def load_image(data: bytes, *, max_pixels: int, max_bytes: int, role: Role | Non
         raise ImageError(
             f"{subject} looks damaged or incomplete and could not be opened. Please send it again.", role
         ) from exc
+    return pixels.copy()  # asarray's view of PIL's bytes is read-only; callers may draw on theirs
+
+
+def _decode_upright_rgb(
+    data: bytes, fmt: str, max_pixels: int, subject: str, role: Role | None
+) -> Image.Image:
+    # No `with`: the source is in memory, and closing would free the pixels we return.
+    image = Image.open(io.BytesIO(data), formats=[fmt])  # lazy: parses the header, decodes nothing
+    _check_pixels(image.size, max_pixels, subject, role)
+    image.seek(0)  # animated GIF/WebP/APNG: the first frame is the picture
+    image.load()
+    # HEIF orientation lives in the container (applied by libheif; pillow-heif then neutralises the
+    # EXIF tag), so this never rotates twice.
+    ImageOps.exif_transpose(image, in_place=True)
+    return _to_rgb(image)
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int, subject: str, role: Role | None) -> None:
@@ -117,18 +129,15 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, subject: str, role: Ro
         )
 
 
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
+def _to_rgb(image: Image.Image) -> Image.Image:
     """Normalise any decoded mode to RGB, keeping the visible colours."""
-    mode = image.mode
-    if mode.startswith("I"):
-        return _sixteen_bit_gray_to_rgb(np.asarray(image))
+    if image.mode.startswith("I"):
+        image = _sixteen_bit_to_gray(image)
     if _has_alpha(image):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (*ALPHA_BACKGROUND, 255))
-        image = Image.alpha_composite(background, image)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.array(image, dtype=np.uint8)  # a writeable copy; asarray would be read-only
+        rgba = image.convert("RGBA")
+        image = Image.new("RGB", image.size, ALPHA_BACKGROUND)
+        image.paste(rgba, mask=rgba.getchannel("A"))
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -136,14 +145,14 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "La", "PA", "RGBa") or "transparency" in image.info
 
 
-def _sixteen_bit_gray_to_rgb(values: np.ndarray) -> np.ndarray:
-    """16-bit grayscale (PIL modes I;16*, or I for 16-bit PNG with transparency) scaled to 8 bits.
+def _sixteen_bit_to_gray(image: Image.Image) -> Image.Image:
+    """16-bit grayscale (PIL modes I;16*, or I for 16-bit PNG with transparency) as 8-bit L.
 
-    PIL's own convert() clips values above 255, turning almost every 16-bit photo white; dividing
-    by 257 maps 0..65535 exactly onto 0..255.
+    PIL's own convert() clips values above 255, turning almost every 16-bit photo white; rounding
+    v * 255 / 65535 (= v / 257) maps 0..65535 exactly onto 0..255.
     """
-    scaled = (np.clip(values.astype(np.float32), 0, 65535) / 257.0 + 0.5).astype(np.uint8)
-    return np.ascontiguousarray(np.repeat(scaled[:, :, None], 3, axis=2))
+    values = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
 
 
 def encode_image(rgb: np.ndarray, fmt: str = "JPEG", quality: int = 92) -> bytes:
@@ -166,11 +175,11 @@ def encode_image(rgb: np.ndarray, fmt: str = "JPEG", quality: int = 92) -> bytes
 
 
 def _subject(role: Role | None) -> str:
-    return {"selfie": "Your selfie", "reference": "The reference photo"}.get(role or "", "This file")
+    return {"selfie": "Your selfie", "reference": "The reference photo"}.get(role or "", "The file")
 
 
 def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f}".removesuffix(".0")
+    return f"{size / (1024 * 1024):.1f}"
 
 
 def _describe_unsupported(data: bytes, fmt: str | None) -> str:
@@ -182,6 +191,8 @@ def _describe_unsupported(data: bytes, fmt: str | None) -> str:
         return "it looks like a PDF document"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "it looks like a ZIP archive or office document"
+    if head.lower().startswith((b"<!doctype html", b"<html")):
+        return "it looks like a web page"
     if b"<svg" in head.lower():
         return "it looks like an SVG drawing"
     if _looks_like_text(head):
