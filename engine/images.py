@@ -35,7 +35,7 @@ _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _ENCODE_FORMATS = {"JPEG": "JPEG", "JPG": "JPEG", "PNG": "PNG", "WEBP": "WEBP"}
 
 
-def sniff_format(data: bytes) -> str | None:
+def sniff_format(data: bytes | bytearray) -> str | None:
     """The PIL format id of an image judged from its magic bytes, or None when it is no image format."""
     if data.startswith(b"\xff\xd8\xff"):
         return "JPEG"
@@ -54,7 +54,7 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _sniff_isobmff_brand(data: bytes) -> str | None:
+def _sniff_isobmff_brand(data: bytes | bytearray) -> str | None:
     """HEIF and AVIF share the ISO-BMFF container; the `ftyp` box's brands tell them apart."""
     box_size = int.from_bytes(data[:4], "big")
     box_end = min(max(box_size, 16), len(data), 256)
@@ -66,7 +66,9 @@ def _sniff_isobmff_brand(data: bytes) -> str | None:
     return None
 
 
-def load_image(data: bytes, *, max_pixels: int, max_bytes: int, role: Role | None = None) -> np.ndarray:
+def load_image(
+    data: bytes | bytearray, *, max_pixels: int, max_bytes: int, role: Role | None = None
+) -> np.ndarray:
     """Decode untrusted bytes into a C-contiguous HxWx3 uint8 RGB array, upright per EXIF.
 
     Raises ImageTooLargeError (over `max_bytes` or `max_pixels`, checked before decoding) or
@@ -106,7 +108,7 @@ def load_image(data: bytes, *, max_pixels: int, max_bytes: int, role: Role | Non
 
 
 def _decode_upright_rgb(
-    data: bytes, fmt: str, max_pixels: int, subject: str, role: Role | None
+    data: bytes | bytearray, fmt: str, max_pixels: int, subject: str, role: Role | None
 ) -> Image.Image:
     # No `with`: the source is in memory, and closing would free the pixels we return.
     image = Image.open(io.BytesIO(data), formats=[fmt])  # lazy: parses the header, decodes nothing
@@ -182,7 +184,7 @@ def _mb(size: int) -> str:
     return f"{size / (1024 * 1024):.1f}"
 
 
-def _describe_unsupported(data: bytes, fmt: str | None) -> str:
+def _describe_unsupported(data: bytes | bytearray, fmt: str | None) -> str:
     """A short guess at what the user actually sent, for the error message."""
     if fmt == "TIFF":
         return "TIFF images are not supported"
@@ -191,6 +193,8 @@ def _describe_unsupported(data: bytes, fmt: str | None) -> str:
         return "it looks like a PDF document"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "it looks like a ZIP archive or office document"
+    if data[4:8] == b"ftyp":  # the ISO-BMFF container of HEIF, but also of MP4 and MOV
+        return "it looks like a video"
     if head.lower().startswith((b"<!doctype html", b"<html")):
         return "it looks like a web page"
     if b"<svg" in head.lower():
@@ -200,7 +204,7 @@ def _describe_unsupported(data: bytes, fmt: str | None) -> str:
     return "unknown file type"
 
 
-def _looks_like_text(head: bytes) -> bool:
+def _looks_like_text(head: bytes | bytearray) -> bool:
     try:
         # final=False: the 512-byte cut may split a multi-byte character.
         text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)

@@ -222,6 +222,12 @@ def tiff_image() -> HostileImage:
 
 
 @synthetic
+def video_renamed_jpg() -> HostileImage:
+    mp4 = struct.pack(">I", 24) + b"ftypisom\x00\x00\x02\x00isomiso2" + struct.pack(">I", 8) + b"free"
+    return refused("video_renamed_jpg", "clip.jpg", mp4, "bad_image")
+
+
+@synthetic
 def png_claims_30000px() -> HostileImage:
     """Header says 30000x30000 (2.7 GB of pixels); PIL's own bomb fence fires on it."""
     data = png_bytes(30000, 30000, [bytes(90000)])
@@ -269,6 +275,15 @@ def huge_exif_png() -> HostileImage:
     exif[0x010E] = "x" * (8 << 20)
     data = encode(Image.fromarray(picture[::-1, ::-1]), "PNG", exif=exif)
     return decoded("huge_exif_png", "exif.png", data, picture, 0.0, engine=frozenset({"no_face"}))
+
+
+@synthetic
+def broken_exif_jpeg() -> HostileImage:
+    """EXIF whose first directory points far past its end: the metadata is ignored, the photo kept."""
+    picture = gradient(96, 64)
+    broken = b"Exif\x00\x00II*\x00" + struct.pack("<I", 0xFFFFFFF0)
+    data = jpeg_with_segments(encode(Image.fromarray(picture), "JPEG", quality=95), [(0xE1, broken)])
+    return decoded("broken_exif_jpeg", "odd.jpg", data, picture, 3.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
@@ -479,7 +494,9 @@ def bmp_face() -> HostileImage:
 def face_at_20px() -> HostileImage:
     """The whole 400 px portrait shrunk to 40 px (its face about 20 px) on a 640 px canvas."""
     canvas = solid(640, 640, (128, 128, 128))
-    canvas[300:340, 300:340] = np.array(Image.fromarray(face_rgb(SELFIE)).resize((40, 40), Image.LANCZOS))
+    canvas[300:340, 300:340] = np.array(
+        Image.fromarray(face_rgb(SELFIE)).resize((40, 40), Image.Resampling.LANCZOS)
+    )
     data = encode(Image.fromarray(canvas), "JPEG", quality=95)
     return decoded("face_at_20px", "far.jpg", data, canvas, 3.0, engine=NO_USABLE_FACE)
 
@@ -487,7 +504,8 @@ def face_at_20px() -> HostileImage:
 @photo
 def eight_faces_tiled() -> HostileImage:
     tiles = [
-        np.array(Image.fromarray(face_rgb(name)).resize((256, 256), Image.LANCZOS)) for name in TILED_FACES
+        np.array(Image.fromarray(face_rgb(name)).resize((256, 256), Image.Resampling.LANCZOS))
+        for name in TILED_FACES
     ]
     grid = np.vstack([np.hstack(tiles[:4]), np.hstack(tiles[4:])])
     data = encode(Image.fromarray(grid), "JPEG", quality=95)

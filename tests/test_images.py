@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
 
 
-def load(data: bytes, **limits: int) -> np.ndarray:
+def load(data: bytes | bytearray, **limits: int) -> np.ndarray:
     return load_image(
         data,
         max_pixels=limits.get("max_pixels", LIMITS.max_pixels),
@@ -29,6 +29,7 @@ def load(data: bytes, **limits: int) -> np.ndarray:
     )
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # broken_exif_jpeg, on purpose
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_corpus_item_gives_expected_error_or_picture(name: str) -> None:
     case = item(name)
@@ -91,6 +92,11 @@ def test_byte_limit_is_inclusive() -> None:
     assert load(data, max_bytes=len(data)).shape == (30, 40, 3)
     with pytest.raises(ImageTooLargeError):
         load(data, max_bytes=len(data) - 1)
+
+
+def test_bytearray_from_a_chat_download_is_accepted() -> None:
+    data = bytearray(encode(Image.fromarray(gradient(40, 30)), "PNG"))  # PTB downloads as bytearray
+    assert load(data).shape == (30, 40, 3)
 
 
 def test_role_names_the_image_in_the_message() -> None:
