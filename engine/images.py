@@ -14,7 +14,7 @@ import io
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from engine.errors import ImageError, ImageTooLargeError, Role
 
@@ -29,6 +29,9 @@ SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BM
 # black), and white is what viewers show behind cut-out photos, so the face keeps its outline and
 # the result looks like what the user saw when sending it.
 ALPHA_BACKGROUND = (255, 255, 255)
+
+# What the engine computes in, and what an untagged output JPEG is read as.
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
@@ -132,7 +135,8 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, subject: str, role: Ro
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Normalise any decoded mode to RGB, keeping the visible colours."""
+    """Normalise any decoded mode to sRGB, keeping the visible colours."""
+    image = _to_srgb(image)
     if image.mode.startswith("I"):
         image = _sixteen_bit_to_gray(image)
     if _has_alpha(image):
@@ -140,6 +144,26 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         image = Image.new("RGB", image.size, ALPHA_BACKGROUND)
         image.paste(rgba, mask=rgba.getchannel("A"))
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    """Convert through the embedded colour profile when it is not sRGB already.
+
+    Recent phones shoot Display P3 and print files are CMYK with a profile; read as plain sRGB their
+    numbers look duller or shifted, and lipstick colour is exactly what this product is about.
+    """
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "CMYK"):
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "sRGB" in ImageCms.getProfileDescription(source):
+            return image
+        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image  # a broken or mismatched profile is metadata, no reason to refuse the photo
+    assert converted is not None  # only None with inPlace=True
+    return converted
 
 
 def _has_alpha(image: Image.Image) -> bool:

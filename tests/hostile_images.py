@@ -128,6 +128,66 @@ def gray3(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
+# Display P3 colorants adapted to D50 (Apple's profile) and sRGB's (LittleCMS's built-in sRGB).
+P3_TO_XYZ = np.array(
+    [[0.515102, 0.291965, 0.157153], [0.241196, 0.692236, 0.066561], [-0.001053, 0.041885, 0.784072]]
+)
+SRGB_TO_XYZ = np.array(
+    [[0.436066, 0.385147, 0.143066], [0.222488, 0.716873, 0.060608], [0.013916, 0.097076, 0.714096]]
+)
+P3_GAMMA = 563 / 256  # 2.2 as the u8Fixed8 number an ICC 'curv' tag stores
+
+
+def display_p3_profile() -> bytes:
+    """A minimal ICC v2 matrix/gamma RGB profile for Display P3 (no profile files in the repository)."""
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    name = b"Display P3 (Face Lab test)"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(name) + 1) + name + b"\x00" + bytes(4 + 4 + 2 + 1 + 67)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(P3_GAMMA * 256)) + bytes(2)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        *((sig, xyz(*P3_TO_XYZ[:, i])) for i, sig in enumerate((b"rXYZ", b"gXYZ", b"bXYZ"))),
+        *((sig, curve) for sig in (b"rTRC", b"gTRC", b"bTRC")),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, payload in tags:
+        payload += bytes(-len(payload) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(payload))
+        body += payload
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size)
+        + bytes(4)
+        + bytes([2, 0x10, 0, 0])
+        + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
+        + b"acsp"
+        + bytes(24)
+        + bytes(4)
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+        + bytes(48)
+    )
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def p3_to_srgb(rgb: np.ndarray) -> np.ndarray:
+    """Reference conversion of P3 pixel values to sRGB (relative colorimetric, clipped), in numpy."""
+    linear = (rgb / 255.0) ** P3_GAMMA
+    srgb = np.clip(linear @ (np.linalg.inv(SRGB_TO_XYZ) @ P3_TO_XYZ).T, 0, 1)
+    encoded = np.where(srgb <= 0.0031308, 12.92 * srgb, 1.055 * srgb ** (1 / 2.4) - 0.055)
+    return np.round(encoded * 255).astype(np.uint8)
+
+
 @cache
 def face_rgb(name: str) -> np.ndarray:
     """A shared face photo as RGB, decoded with plain PIL (independent of the code under test)."""
@@ -290,6 +350,15 @@ def broken_exif_jpeg() -> HostileImage:
 def cmyk_red_jpeg() -> HostileImage:
     data = encode(Image.new("RGB", (64, 48), (220, 20, 30)).convert("CMYK"), "JPEG", quality=95)
     return decoded("cmyk_red_jpeg", "red.jpg", data, solid(48, 64, (220, 20, 30)), 4.0, engine=NO_USABLE_FACE)
+
+
+@synthetic
+def display_p3_png() -> HostileImage:
+    """Lipstick, skin and grey patches tagged Display P3, as iPhones send: they must be converted."""
+    patches = np.array([[(200, 40, 60), (225, 170, 150)], [(128, 128, 128), (90, 40, 120)]], np.uint8)
+    picture = patches.repeat(16, axis=0).repeat(16, axis=1)
+    data = encode(Image.fromarray(picture), "PNG", icc_profile=display_p3_profile())
+    return decoded("display_p3_png", "IMG_0003.png", data, p3_to_srgb(picture), 1.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
