@@ -309,6 +309,26 @@ def gif_claims_65535px() -> HostileImage:
 
 
 @synthetic
+def webp_claims_16383px() -> HostileImage:
+    """A lossless WebP whose VP8L header (14-bit width-1 and height-1) claims the format's maximum."""
+    data = bytearray(encode(Image.fromarray(gradient(16, 16)), "WEBP", lossless=True))
+    size_bits = data.index(b"VP8L") + 9  # after the chunk header and the 0x2f signature byte
+    packed = int.from_bytes(data[size_bits : size_bits + 4], "little")
+    packed = packed & ~((1 << 28) - 1) | 16382 | 16382 << 14
+    data[size_bits : size_bits + 4] = packed.to_bytes(4, "little")
+    return refused("webp_claims_16383px", "bomb.webp", bytes(data), "too_large")
+
+
+@synthetic
+def heic_claims_20000px() -> HostileImage:
+    """A HEIC whose image spatial extents box ('ispe') claims 20000x20000."""
+    data = bytearray(encode(Image.fromarray(gradient(64, 64)), "HEIF"))
+    extents = data.index(b"ispe") + 8  # after the box type and its version/flags word
+    data[extents : extents + 8] = struct.pack(">II", 20000, 20000)
+    return refused("heic_claims_20000px", "bomb.heic", bytes(data), "too_large")
+
+
+@synthetic
 def over_max_bytes() -> HostileImage:
     data = b"\xff\xd8\xff\xe0" + bytes(LIMITS.max_bytes)
     return refused("over_max_bytes", "huge.jpg", data, "too_large")

@@ -191,7 +191,16 @@ def test_memory_measurement_sees_a_real_decode(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss units differ off Linux")
-@pytest.mark.parametrize("name", ["png_claims_30000px", "gif_claims_65535px", "jpeg_claims_8000px"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "png_claims_30000px",
+        "gif_claims_65535px",
+        "jpeg_claims_8000px",
+        "webp_claims_16383px",
+        "heic_claims_20000px",
+    ],
+)
 def test_refusing_a_bomb_allocates_nothing_big(name: str, tmp_path: Path) -> None:
     assert peak_memory_growth(item(name).data, tmp_path) < 8 * MB
 
