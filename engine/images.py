@@ -178,7 +178,7 @@ def _sixteen_bit_to_gray(image: Image.Image) -> Image.Image:
     v * 255 / 65535 (= v / 257) maps 0..65535 exactly onto 0..255.
     """
     values = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
-    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))  # 2-D uint8: mode L
 
 
 def encode_image(rgb: np.ndarray, fmt: str = "JPEG", quality: int = 92) -> bytes:
@@ -189,7 +189,7 @@ def encode_image(rgb: np.ndarray, fmt: str = "JPEG", quality: int = 92) -> bytes
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 array, got shape {rgb.shape} dtype {rgb.dtype}")
     buffer = io.BytesIO()
-    image = Image.fromarray(rgb, mode="RGB")
+    image = Image.fromarray(rgb)
     if pil_format == "JPEG":
         # 4:4:4 chroma: lipstick and eyeliner are colour edges that 4:2:0 subsampling would blur.
         image.save(buffer, "JPEG", quality=quality, subsampling=0)
