@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import warnings
 
 import numpy as np
 import pillow_heif
@@ -20,6 +21,10 @@ from engine.errors import ImageError, ImageTooLargeError, Role
 
 # HEIC/HEIF is what iPhones send; pillow-heif plugs it into PIL's normal Image.open.
 pillow_heif.register_heif_opener()
+
+# PIL warns about every malformed EXIF field it skips; we only read the orientation from EXIF, and
+# broken metadata on a fine photo is not worth a line in the logs (or on the CLI user's screen).
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 # PIL format ids we decode. TIFF is recognised (for a precise message) but refused: chat photos are
 # never TIFF, and its many exotic variants (float, tiled, multi-page) are attack surface we don't need.

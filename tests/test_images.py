@@ -29,7 +29,8 @@ def load(data: bytes | bytearray, **limits: int) -> np.ndarray:
     )
 
 
-@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # broken_exif_jpeg, on purpose
+# engine.images silences this at import, but pytest installs its own filters around each test.
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_corpus_item_gives_expected_error_or_picture(name: str) -> None:
     case = item(name)
