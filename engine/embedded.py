@@ -16,15 +16,16 @@ from engine.api import REGIONS, MakeupRequest, MakeupResult
 from engine.errors import Role
 from engine.faces import FaceBackend, MediapipeBackend, usable_faces
 from engine.images import encode_image, load_image
-from engine.looks import get_look, look_targets
+from engine.looks import LookMakeup, get_look
 from engine.transfer import (
+    Makeup,
     ReferenceFace,
+    ReferenceMakeup,
     analyse_selfie,
     blend,
     composite,
     crop_face,
     prepare_reference,
-    reference_targets,
     warp_reference,
 )
 from facelab.settings import EngineSettings
@@ -102,17 +103,17 @@ class EmbeddedEngine:
             crop = crop_face(selfie, face, self.settings.working_size)
             with _timed(timings, "transfer"):
                 layers = analyse_selfie(crop)
-            valid = None
+            makeup: Makeup
             if reference is not None:
                 with _timed(timings, "align"):
                     warped, valid = warp_reference(reference, crop.pts, crop.shape)
                 with _timed(timings, "transfer"):
-                    targets = reference_targets(layers, warped, valid)
+                    makeup = ReferenceMakeup(layers, warped, valid)
             else:
                 assert preset is not None
-                targets = look_targets(layers, preset)
+                makeup = LookMakeup(layers, preset)
             with _timed(timings, "transfer"):
-                delta = blend(layers, targets, strengths, valid)
+                delta = blend(layers, makeup, strengths)
             with _timed(timings, "composite"):
                 composite(output, crop, delta)
         return MadeUp(output, len(faces), timings)

@@ -84,7 +84,7 @@ class MediapipeBackend:
     DETECT_SIZE = 640  # longest side of the copy the detector sees
     CROP_SCALE = 2.2  # crop side relative to the detector's box: the mesh wants some context
 
-    def __init__(self, working_size: int = 512) -> None:
+    def __init__(self, working_size: int = 256) -> None:
         from mediapipe.python.solutions import face_detection, face_mesh
 
         self._working_size = working_size
@@ -99,12 +99,6 @@ class MediapipeBackend:
             face = self._mesh_in_crop(rgb, box)
             if face is not None and not any(_overlaps(face, other) for other in faces):
                 faces.append(face)
-        if not faces:
-            # The full-range detector can miss a face filling the whole frame; the mesh's own
-            # short-range detector is made for exactly that.
-            h, w = rgb.shape[:2]
-            face = self._mesh_in_crop(rgb, (0, 0, w, h))
-            faces = [face] if face is not None else []
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
     def _detect_boxes(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -115,6 +109,14 @@ class MediapipeBackend:
         """
         h, w = rgb.shape[:2]
         boxes = self._detect_in(rgb, 0, 0, w, h)
+        if not boxes:
+            # A face filling a tight crop can be too big for the full-range detector: show it smaller.
+            pad = max(h, w) // 2
+            padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+            boxes = [
+                (max(0, x0 - pad), max(0, y0 - pad), min(w, x1 - pad), min(h, y1 - pad))
+                for x0, y0, x1, y1 in self._detect_in(padded, 0, 0, w + 2 * pad, h + 2 * pad)
+            ]
         tile = 2 * self.DETECT_SIZE
         if not boxes and max(h, w) > tile:
             step = tile * 3 // 4

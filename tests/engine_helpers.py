@@ -10,6 +10,7 @@ import numpy as np
 from engine.faces import Face, MediapipeBackend
 from engine.images import load_image
 from engine.regions import region_masks
+from facelab.settings import EngineSettings
 from tests.conftest import face_path
 
 LIMITS = {"max_pixels": 100_000_000, "max_bytes": 100_000_000}
@@ -17,7 +18,7 @@ LIMITS = {"max_pixels": 100_000_000, "max_bytes": 100_000_000}
 
 @functools.cache
 def backend() -> MediapipeBackend:
-    return MediapipeBackend()
+    return MediapipeBackend(EngineSettings().working_size)
 
 
 @functools.cache

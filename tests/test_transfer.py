@@ -110,7 +110,11 @@ def test_region_strengths_limit_the_change_to_those_regions():
     selfie, reference = "sm_source_02.jpg", "elegant_ref_02.png"
     out = engine().apply_array(photo(selfie), photo(reference), regions={"lips": 1.0}).image
     face = faces(selfie)[0]
-    lips = mask(photo(selfie), face, "lips", above=0.0)
+    # Analysed at working size: allow the upscaled change a couple of pixels of slack.
+    lips = (
+        cv2.dilate(mask(photo(selfie), face, "lips", above=0.0).astype(np.uint8), np.ones((5, 5), np.uint8))
+        > 0
+    )
     diff = changed(out, photo(selfie))
     assert diff.sum() > 200 and not (diff & ~lips).any()
 
