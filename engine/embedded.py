@@ -18,6 +18,7 @@ from engine.faces import FaceBackend, MediapipeBackend, usable_faces
 from engine.images import encode_image, load_image
 from engine.looks import LookMakeup, get_look
 from engine.transfer import (
+    MIRROR_FROM_YAW,
     Makeup,
     ReferenceFace,
     ReferenceMakeup,
@@ -75,7 +76,12 @@ class EmbeddedEngine:
     def prepare_reference(self, rgb: np.ndarray) -> ReferenceFace:
         """Analyse a reference photo once (its largest face); reusable for any number of selfies."""
         face = usable_faces(self.backend.detect(rgb), "reference")[0]
-        return prepare_reference(rgb, face, self.settings.working_size)
+        mirrored = None
+        if abs(face.yaw_deg) > MIRROR_FROM_YAW:
+            # A turned head: its well-seen half, mirrored, stands in for the hidden one.
+            found = self.backend.detect(np.ascontiguousarray(rgb[:, ::-1]))
+            mirrored = found[0] if found else None
+        return prepare_reference(rgb, face, self.settings.working_size, mirrored)
 
     def apply_array(
         self,
@@ -106,7 +112,7 @@ class EmbeddedEngine:
             makeup: Makeup
             if reference is not None:
                 with _timed(timings, "align"):
-                    warped, valid = warp_reference(reference, crop.pts, crop.shape)
+                    warped, valid = warp_reference(reference, crop)
                 with _timed(timings, "transfer"):
                     makeup = ReferenceMakeup(layers, warped, valid)
             else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,8 +18,14 @@ from pydantic_settings import (
 class DiffusionSettings(BaseModel):
     models_dir: Path = Path("models")
     device: str = "cuda"
-    steps: int = 20
-    denoise: float = 0.6
+    steps: int = Field(default=20, ge=1, le=200)
+    denoise: float = Field(default=0.6, ge=0.0, le=1.0)
+    # Classifier-free guidance at user strength 1 (strength 0 → 1.0, i.e. no guidance).
+    max_guidance: float = Field(default=2.0, ge=1.0, le=10.0)
+    # Side of the square face crop the networks run on (Stable-Makeup was trained at 512).
+    size: int = Field(default=512, ge=64, le=1024, multiple_of=64)
+    # Same inputs give the same picture, so /strength changes only the strength.
+    seed: int = 0
     # Refuse to start when weights or GPU are missing instead of falling back to the embedded engine.
     required: bool = False
 
@@ -28,7 +34,7 @@ class EngineSettings(BaseModel):
     backend: Literal["embedded", "diffusion"] = "embedded"
     max_pixels: int = 40_000_000
     max_bytes: int = 25 * 1024 * 1024
-    working_size: int = 256
+    working_size: int = 192
     job_timeout_s: float = 60.0
     threads: int = 1
     diffusion: DiffusionSettings = DiffusionSettings()
@@ -39,10 +45,23 @@ class QueueSettings(BaseModel):
     max_size: int = 100
     per_user: int = 2
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # On shutdown, queued jobs get this long to finish; users of the rest are told to resend.
+    drain_timeout_s: float = 30.0
 
 
 class DatabaseSettings(BaseModel):
+    # `schema` in the file; the attribute is schema_name because BaseModel already has .schema().
+    model_config = ConfigDict(populate_by_name=True)
+
     url: str = "sqlite+aiosqlite:///facelab.db"
+    # PostgreSQL only: keep the tables in this schema (created when missing) instead of `public`.
+    schema_name: str | None = Field(default=None, alias="schema")
+    # Usage rows older than this many days are deleted; 0 keeps them forever.
+    retention_days: int = Field(default=90, ge=0)
+    # Usage records held in memory while the database is unreachable; beyond that they are logged.
+    write_buffer: int = Field(default=1000, ge=1)
+    # Longest pause between attempts to write usage while the database is unreachable.
+    write_retry_max_s: float = Field(default=30.0, gt=0)
 
 
 class BotSettings(BaseModel):

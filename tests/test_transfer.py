@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -17,7 +19,7 @@ from engine.faces import Face
 from engine.images import encode_image, load_image
 from engine.regions import FACE_OVAL
 from facelab.settings import EngineSettings
-from tests.conftest import face_path
+from tests.conftest import REPO_ROOT, face_path
 from tests.engine_helpers import LIMITS, backend, delta_e, faces, makeup_colour, mask, mean_lab, photo
 
 # (selfie, reference): light and dark selfies, light and dark references, strong and subtle makeup.
@@ -188,3 +190,33 @@ def test_bad_bytes_give_typed_errors_naming_the_photo():
     small = EmbeddedEngine(EngineSettings(max_pixels=10_000), backend=backend())
     with pytest.raises(ImageTooLargeError):
         small.apply(MakeupRequest(selfie=encode_image(photo("sm_source_01.jpg")), look="natural"))
+
+
+def test_a_turned_reference_makes_up_both_eyes_alike():
+    """The far half of a 3/4-pose reference is foreshortened with background beside it; its
+    mirrored near half stands in, so both of the selfie's eyes change the same way."""
+    selfie, reference = "shmt_source_02.jpg", "psgan_ref_01.png"
+    prepared = engine().prepare_reference(photo(reference))
+    assert prepared.mirrored is not None
+    assert engine().prepare_reference(photo("elegant_ref_02.png")).mirrored is None
+    out = engine().apply_array(photo(selfie), prepared).image
+    face = faces(selfie)[0]
+    eyes = mask(photo(selfie), face, "eyes")
+    image_left = np.arange(eyes.shape[1])[None, :] < face.landmarks[168, 0]
+    changes = [
+        mean_lab(out, eyes & side) - mean_lab(photo(selfie), eyes & side)
+        for side in (image_left, ~image_left)
+    ]
+    assert np.linalg.norm(changes[0]) > 3 and np.linalg.norm(changes[1]) > 3
+    assert delta_e(*changes) < 3.0
+
+
+def test_importing_the_engine_loads_neither_torch_nor_the_models():
+    code = (
+        "import sys, engine.embedded, facelab.commands.apply; "
+        "print(sorted(m for m in ('torch', 'diffusers', 'mediapipe') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    assert result.stdout.strip() == "[]"
