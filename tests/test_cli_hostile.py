@@ -20,10 +20,6 @@ from tests.hostile_images import ALL_NAMES, LIMITS, HostileImage, corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "elegant_ref_02.png"
-# Known gaps in the engine, not in the loader; strict, so they are noticed when fixed.
-ENGINE_GAPS = {
-    "eight_faces_tiled": "engine/faces.py makes up at most MAX_FACES = 6 faces; issue 2 asks for all",
-}
 
 
 @dataclass(frozen=True)
@@ -78,12 +74,7 @@ def loader_message(case: HostileImage, role: Role) -> str:
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=ENGINE_GAPS[name]))
-        if name in ENGINE_GAPS
-        else name
-        for name in ALL_NAMES
-    ],
+    ALL_NAMES,
 )
 def test_corpus_file_through_facelab_apply(
     name: str, cases: dict[str, HostileImage], runs: dict[str, Run]
