@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -39,6 +39,8 @@ class QueueSettings(BaseModel):
     max_size: int = 100
     per_user: int = 2
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # On shutdown, queued jobs get this long to finish; users of the rest are told to resend.
+    drain_timeout_s: float = 30.0
     # Redis backend only: every key and the job stream start with this, so deployments can share a Redis.
     redis_prefix: str = "facelab"
     # Inputs and results left in Redis (bot process gone, job undeliverable) expire after this.
@@ -48,7 +50,18 @@ class QueueSettings(BaseModel):
 
 
 class DatabaseSettings(BaseModel):
+    # `schema` in the file; the attribute is schema_name because BaseModel already has .schema().
+    model_config = ConfigDict(populate_by_name=True)
+
     url: str = "sqlite+aiosqlite:///facelab.db"
+    # PostgreSQL only: keep the tables in this schema (created when missing) instead of `public`.
+    schema_name: str | None = Field(default=None, alias="schema")
+    # Usage rows older than this many days are deleted; 0 keeps them forever.
+    retention_days: int = Field(default=90, ge=0)
+    # Usage records held in memory while the database is unreachable; beyond that they are logged.
+    write_buffer: int = Field(default=1000, ge=1)
+    # Longest pause between attempts to write usage while the database is unreachable.
+    write_retry_max_s: float = Field(default=30.0, gt=0)
 
 
 class BotSettings(BaseModel):
