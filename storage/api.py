@@ -20,12 +20,14 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """One try-on job as it is stored: ids, outcome and timings. Never image bytes."""
+    """One try-on job as it is stored: ids, outcome and timings. Never image bytes.
+
+    `user_id` and `chat_id` are the platform's ids; they are kept as text (123 and "123" are one user)."""
 
     job_id: str
     platform: str
-    user_id: str
-    chat_id: str
+    user_id: str | int
+    chat_id: str | int
     chat_type: str
     status: UsageStatus
     error_kind: str | None = None
@@ -34,7 +36,6 @@ class UsageRecord:
     created_at: datetime = field(default_factory=utcnow)
 
     def __post_init__(self) -> None:
-        # Platforms hand out numeric ids; store every id as text so 123 and "123" are one user.
         object.__setattr__(self, "user_id", str(self.user_id))
         object.__setattr__(self, "chat_id", str(self.chat_id))
         object.__setattr__(self, "status", UsageStatus(self.status))

@@ -75,11 +75,9 @@ class UsageRecorder:
         self._idle.clear()
         self._wakeup.set()
 
-    def discard(self, keep: Callable[[UsageRecord], bool]) -> int:
+    def discard(self, keep: Callable[[UsageRecord], bool]) -> None:
         """Drop waiting records for which `keep` is false (e.g. a user who asked to be forgotten)."""
-        before = len(self._buffer)
         self._buffer = deque(record for record in self._buffer if keep(record))
-        return before - len(self._buffer)
 
     async def flush(self, timeout: float) -> bool:
         """Wait until every submitted record is written; False when `timeout` seconds were not enough."""

@@ -37,8 +37,10 @@ RETENTION_INTERVAL_S = 3600.0
 # After a read finds the database unreachable, gating reads answer their default at once for this
 # long (or until a write succeeds) instead of making every try-on wait for a connection attempt.
 READ_PAUSE_S = 5.0
-# Give up connecting to PostgreSQL after this long (asyncpg waits 60 s by default).
+# PostgreSQL: give up connecting after this long (asyncpg waits 60 s by default), and on a statement
+# after COMMAND_TIMEOUT_S, so a database that stops answering is handled as an outage, not a hang.
 CONNECT_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 30.0
 
 
 def _create_engine(url: str, schema: str | None) -> AsyncEngine:
@@ -47,7 +49,9 @@ def _create_engine(url: str, schema: str | None) -> AsyncEngine:
         raise ValueError(
             f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://"
         )
-    connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S} if backend == "postgresql" else {}
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        connect_args = {"timeout": CONNECT_TIMEOUT_S, "command_timeout": COMMAND_TIMEOUT_S}
     if schema is not None:
         if backend != "postgresql" or not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r}: PostgreSQL only, lower-case letters, digits and _")

@@ -156,7 +156,7 @@ async def test_bans(storage: Storage) -> None:
     assert (await storage.admin_stats()).banned_users == 0
 
 
-async def rows_about(engine: AsyncEngine, user_pk: int) -> dict[str, int]:
+async def rows_about(engine: AsyncEngine, user_pk: int) -> dict[str, int | None]:
     """Rows that mention the user, counted in every table of the schema."""
     counts = {}
     async with engine.connect() as connection:
