@@ -275,6 +275,7 @@ async def test_a_job_of_a_worker_killed_mid_job_completes_on_the_other_once(
 
         results = await asyncio.wait_for(asyncio.gather(*(t.result() for t in tickets)), 300)
         assert [r.width for r in results] == [900 + n for n in range(6)]
+        assert all(ticket.started_at is not None for ticket in tickets)
         assert "taking over job message" in workers.log("survivor").read_text()
         assert (await redis.xpending(keys.stream, keys.group))["pending"] == 0
 
