@@ -31,6 +31,7 @@ from facelab.settings import QueueSettings
 from storage import Storage
 from tests.conftest import REPO_ROOT
 from tests.redis_bot_process import selfie_width, small_photo
+from tests.test_storage import drop_schema
 
 WORKER_START_S = 120.0  # a worker spawns its engine process first; the machine may be busy
 
@@ -229,16 +230,6 @@ async def test_two_bots_and_two_workers_deliver_100_jobs_each_to_its_own_user_on
         assert await redis.xlen(RedisKeys(prefix).stream) == 0  # acknowledged entries are deleted
     finally:
         await redis.aclose()
-
-
-async def drop_schema(postgres_url: str, schema: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(postgres_url)
-    async with engine.begin() as connection:
-        await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    await engine.dispose()
 
 
 # -- a worker killed mid-job ---------------------------------------------------------------------------
