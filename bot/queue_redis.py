@@ -36,6 +36,7 @@ from taskiq import AckableMessage
 from taskiq.exceptions import SendTaskError
 from taskiq.kicker import AsyncKicker
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+from taskiq_redis.exceptions import ResultIsMissingError
 
 from bot.queue import Job, JobFailed, QueueClosed, QueueError, QueueFull, Ticket, UserQueueCapReached
 from engine.api import MakeupRequest, MakeupResult
@@ -379,8 +380,8 @@ class RedisJobQueue:
         await self._redis.aclose()
 
     async def _poll_forever(self) -> None:
-        # Not cancelled from outside: redis-py may turn a cancellation mid-command into a connection
-        # error, which would be taken for an outage here.
+        # Ends by itself once the queue is closed and settled, not by cancellation: a cancel arriving
+        # in the middle of a Redis call was seen lost on the way, which left the loop running.
         while not (self._closed and not self._tickets):
             await asyncio.sleep(RESULT_POLL_S)
             if not self._tickets:
@@ -390,6 +391,10 @@ class RedisJobQueue:
             except RedisError as error:
                 # Tickets stay open: once Redis is back they finish, or turn out lost and say so.
                 log.warning("cannot poll Redis for results (%s); retrying", error)
+                await asyncio.sleep(RECONNECT_DELAY_S)
+            except Exception:
+                # Every waiting user depends on this loop: a bug on one result must not end it.
+                log.exception("unexpected error while polling Redis for results")
                 await asyncio.sleep(RECONNECT_DELAY_S)
 
     async def _poll(self) -> None:
@@ -413,7 +418,11 @@ class RedisJobQueue:
                 await self._deliver(ticket)
 
     async def _deliver(self, ticket: Ticket) -> None:
-        stored = await self._broker.result_backend.get_result(ticket.job.id)  # deletes it
+        try:
+            stored = await self._broker.result_backend.get_result(ticket.job.id)  # deletes it
+        except ResultIsMissingError:  # expired between the check and the read
+            await self._settle(ticket, JobFailed(JOB_LOST_MESSAGE, kind="job_lost"))
+            return
         if stored.is_err:
             log.error("worker failed on job %s: %s", ticket.job.id, stored.error)
             await self._settle(ticket, JobFailed(kind="internal"))
