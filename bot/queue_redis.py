@@ -121,6 +121,16 @@ class JobStreamBroker(RedisStreamBroker):
         async with Redis(connection_pool=self.connection_pool) as redis:
             await redis.xgroup_createconsumer(self.queue_name, self.consumer_group_name, self.consumer_name)
 
+    async def leave_group(self) -> None:
+        """Remove this consumer from the group when it stops cleanly, so restarts do not pile up
+        names; one still holding a job stays, for another worker to take the job over."""
+        async with Redis(connection_pool=self.connection_pool) as redis:
+            holding = await redis.xpending_range(
+                self.queue_name, self.consumer_group_name, "-", "+", 1, consumername=self.consumer_name
+            )
+            if not holding:
+                await redis.xgroup_delconsumer(self.queue_name, self.consumer_group_name, self.consumer_name)
+
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         while True:
             try:
