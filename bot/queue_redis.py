@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -148,22 +148,29 @@ class JobStreamBroker(RedisStreamBroker):
 
     async def _deliveries(self, redis: Redis) -> AsyncGenerator[AckableMessage, None]:
         while True:
-            _next, claimed, _deleted = await redis.xautoclaim(
-                self.queue_name,
-                self.consumer_group_name,
-                self.consumer_name,
-                min_idle_time=self.idle_timeout,
-                count=1,
+            # redis-py types stream replies loosely; XAUTOCLAIM answers [next id, entries, deleted ids].
+            _next, claimed, _deleted = cast(
+                list[Any],
+                await redis.xautoclaim(
+                    self.queue_name,
+                    self.consumer_group_name,
+                    self.consumer_name,
+                    min_idle_time=self.idle_timeout,
+                    count=1,
+                ),
             )
             if claimed:
                 log.warning("taking over job message %s from a worker that stopped", claimed[0][0])
             else:
-                fetched = await redis.xreadgroup(
-                    self.consumer_group_name,
-                    self.consumer_name,
-                    {self.queue_name: ">"},
-                    block=self.block,
-                    count=1,
+                fetched = cast(
+                    list[Any],
+                    await redis.xreadgroup(
+                        self.consumer_group_name,
+                        self.consumer_name,
+                        {self.queue_name: ">"},
+                        block=self.block,
+                        count=1,
+                    ),
                 )
                 claimed = [entry for _stream, entries in fetched or [] for entry in entries]
             for message_id, fields in claimed:
@@ -365,8 +372,8 @@ class RedisJobQueue:
         """Jobs waiting ahead of `job_id`, across all bot processes (0: next, or running)."""
         if job_id not in self._tickets:
             return None
-        rank = await self._redis.zrank(self._keys.waiting, job_id)
-        return 0 if rank is None else int(rank)
+        rank = cast(int | None, await self._redis.zrank(self._keys.waiting, job_id))
+        return 0 if rank is None else rank
 
     async def close(self, drain_timeout_s: float) -> list[Job]:
         """Stop taking jobs, give this process's jobs `drain_timeout_s` to finish, then fail the rest
@@ -438,7 +445,9 @@ class RedisJobQueue:
             await self._settle(ticket, JobFailed(kind="internal"))
             return
         try:
-            outcome: MakeupResult | EngineError | JobFailed = decode_outcome(stored.return_value)
+            outcome: MakeupResult | EngineError | JobFailed = decode_outcome(
+                cast(dict[str, Any], stored.return_value)
+            )
         except (EngineError, JobFailed) as error:
             outcome = error
         await self._settle(ticket, outcome)
