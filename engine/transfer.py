@@ -373,13 +373,16 @@ def composite(image: np.ndarray, crop: FaceCrop, delta: np.ndarray) -> None:
     uint8 saturation: fast at 12 megapixels, and exactly 0 (so bit-identical pixels) wherever
     nothing changes.
     """
-    ys, xs = np.nonzero(np.any(delta != 0.0, axis=2))
-    if len(ys) == 0:
+    h, w = delta.shape[:2]
+    # Non-zero channel values seen as one HxW*3 plane: its bounding box, in pixels, is the changed
+    # box (a reduction over the trailing axis of 3 would cost 30 times more).
+    x, y, bw, bh = cv2.boundingRect((delta.reshape(h, w * 3) != 0.0).view(np.uint8))
+    if bw == 0:
         return
     # The changed box at working size, a pixel wider for the interpolation, and at full resolution
     # (rounded outwards: the upscaled change lands within a full-resolution pixel of its place).
-    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, delta.shape[0])
-    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, delta.shape[1])
+    y0, y1 = max(y - 1, 0), min(y + bh + 1, h)
+    x0, x1 = max(x // 3 - 1, 0), min((x + bw + 2) // 3 + 1, w)
     bx0, by0, bx1, by1 = crop.box
     rx, ry = delta.shape[1] / (bx1 - bx0), delta.shape[0] / (by1 - by0)
     fx0, fy0 = bx0 + int(x0 / rx), by0 + int(y0 / ry)
