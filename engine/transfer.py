@@ -165,8 +165,11 @@ def structure_layers(lab: np.ndarray, iod: float) -> np.ndarray:
     lightness = np.ascontiguousarray(lab[:, :, 0])
     radius = max(2, round(0.04 * iod))
     structure_l = cv2.ximgproc.guidedFilter(lightness, lightness, radius, 16.0)
-    chroma = cv2.GaussianBlur(lab[:, :, 1:], (0, 0), max(0.8, 0.01 * iod))
-    return cv2.merge([structure_l, chroma])
+    # All three channels blurred at once, then lightness replaced: OpenCV's contiguous 3-channel
+    # path is several times faster than blurring the strided a/b pair, with the same a/b values.
+    structure = cv2.GaussianBlur(lab, (0, 0), max(0.8, 0.01 * iod))
+    structure[:, :, 0] = structure_l
+    return structure
 
 
 def skin_base(structure: np.ndarray, skin: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -307,36 +310,43 @@ class ReferenceMakeup:
 
     def __init__(self, selfie: SelfieLayers, warped: np.ndarray, valid: np.ndarray) -> None:
         self.selfie = selfie
-        self.valid = valid
         ref_structure = structure_layers(warped, selfie.crop.iod)
         ref_base = skin_base(ref_structure, (selfie.masks["skin"] > 0.5) & valid, selfie.crop.pts)
-        self.ratio = ref_structure[:, :, 0] / np.maximum(ref_base[:, :, 0], 1.0)
-        self.offset = ref_structure[:, :, 1:] - ref_base[:, :, 1:]
+        ratio = ref_structure[:, :, 0] / np.maximum(ref_base[:, :, 0], 1.0)
+        offset = ref_structure - ref_base
+        # Kept as separate planes, like the selfie's layers below: every per-region step then runs
+        # on contiguous rows instead of strided channels, several times faster.
+        self.change = (ratio, np.ascontiguousarray(offset[:, :, 1]), np.ascontiguousarray(offset[:, :, 2]))
         # Skin and cheeks only take the reference's broad strokes (see SHEER_REGIONS).
-        sigma = 0.15 * selfie.crop.iod
-        self.smooth_ratio = blur(self.ratio, sigma)
-        self.smooth_offset = blur(self.offset, sigma)
+        smooth = blur(cv2.merge(self.change), 0.15 * selfie.crop.iod)
+        self.smooth_change = tuple(cv2.split(smooth))
+        self.structure = tuple(cv2.split(selfie.structure))
+        self.base = tuple(cv2.split(selfie.base))
+        self.outside = np.logical_not(valid).view(np.uint8)
 
     def target(self, region: str, box: Box) -> np.ndarray:
-        lightness, a_range, b_range = REGION_LIMITS[region]
-        structure = self.selfie.structure[box]
+        (l_min, l_max), (a_min, a_max), (b_min, b_max) = REGION_LIMITS[region]
         if region in SHEER_REGIONS:
             # Contour, bronzer or blush on top of the selfie's own skin, never a skin swap.
-            target_l = structure[:, :, 0] * np.clip(self.smooth_ratio[box], *lightness)
-            target_a = structure[:, :, 1] + np.clip(self.smooth_offset[box][:, :, 0], *a_range)
-            target_b = structure[:, :, 2] + np.clip(self.smooth_offset[box][:, :, 1], *b_range)
+            (start_l, start_a, start_b), (ratio, offset_a, offset_b) = self.structure, self.smooth_change
         else:
-            base = self.selfie.base[box]
-            target_l = base[:, :, 0] * np.clip(self.ratio[box], *lightness)
-            target_a = base[:, :, 1] + np.clip(self.offset[box][:, :, 0], *a_range)
-            target_b = base[:, :, 2] + np.clip(self.offset[box][:, :, 1], *b_range)
-        # Brows are filled and darkened, never erased; lids lighten only a little, so a pale
-        # reference lid cannot paint a light patch on a darker selfie.
-        target_l = np.minimum(target_l, structure[:, :, 0] * MAX_LIGHTEN.get(region, np.inf))
-        valid = self.valid[box].astype(np.float32)
-        return structure + cv2.merge([valid, valid, valid]) * (
-            cv2.merge([target_l, target_a, target_b]) - structure
-        )
+            (start_l, start_a, start_b), (ratio, offset_a, offset_b) = self.base, self.change
+        target_l = start_l[box] * _clip(ratio[box], l_min, l_max)
+        target_a = start_a[box] + _clip(offset_a[box], a_min, a_max)
+        target_b = start_b[box] + _clip(offset_b[box], b_min, b_max)
+        if region in MAX_LIGHTEN:
+            # Brows are filled and darkened, never erased; lids lighten only a little, so a pale
+            # reference lid cannot paint a light patch on a darker selfie.
+            target_l = np.minimum(target_l, self.structure[0][box] * MAX_LIGHTEN[region])
+        target = cv2.merge([target_l, target_a, target_b])
+        # Where the warp is undefined the selfie keeps its own layers.
+        cv2.copyTo(self.selfie.structure[box], self.outside[box], target)
+        return target
+
+
+def _clip(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """np.clip's result at half its cost (numpy 1.x's clip has a slow generic path)."""
+    return np.minimum(np.maximum(values, low), high)
 
 
 def blend(selfie: SelfieLayers, makeup: Makeup, strengths: Mapping[str, float]) -> np.ndarray:
@@ -353,16 +363,16 @@ def blend(selfie: SelfieLayers, makeup: Makeup, strengths: Mapping[str, float]) 
             makeup.target(region, box) - selfie.structure[box]
         )
         touched[box] |= weight > 0
-    ys, xs = np.nonzero(touched)
-    if len(ys) == 0:
-        return np.zeros_like(selfie.lab)
-    # Convert back to RGB only where something changed; the Lab round trip is not exact, so every
-    # untouched pixel gets a change of exactly 0.
-    box = slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
-    made_up = to_rgb(selfie.lab[box] + change[box])
     delta = np.zeros_like(selfie.lab)
-    keep = touched[box].astype(np.float32)
-    delta[box] = cv2.merge([keep, keep, keep]) * (made_up - selfie.crop.rgb[box].astype(np.float32))
+    x, y, w, h = cv2.boundingRect(touched.view(np.uint8))
+    if w == 0:
+        return delta
+    # Convert back to RGB only where something changed; the Lab round trip is not exact, so every
+    # untouched pixel gets a change of exactly 0 (the mask keeps them out of the subtraction).
+    box = slice(y, y + h), slice(x, x + w)
+    made_up = to_rgb(selfie.lab[box] + change[box])
+    keep = touched[box].view(np.uint8)
+    cv2.subtract(made_up, selfie.crop.rgb[box], dst=delta[box], mask=keep, dtype=cv2.CV_32F)
     return delta
 
 
