@@ -286,8 +286,8 @@ def _far_half(crop: FaceCrop, yaw_deg: float) -> np.ndarray:
 def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     """(T, 2, 3) affine maps taking each destination triangle onto its source triangle.
 
-    Closed form (the map sends the destination's edge vectors to the source's): a batched 3x3
-    solve costs twenty times more for the same numbers.
+    Closed form (the map sends the destination's edge vectors to the source's): the same numbers
+    as a batched 3x3 determinant and solve, at a fraction of their cost.
     """
     dst, src = dst.astype(np.float64), src.astype(np.float64)
     e1, e2 = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
