@@ -80,9 +80,22 @@ async def local_queue(settings: Settings) -> AsyncIterator[JobQueue]:
         await engine.close()
 
 
-# queue.backend -> how to build that queue; the Redis-backed one (issue 5) registers here.
+@contextlib.asynccontextmanager
+async def redis_queue(settings: Settings) -> AsyncIterator[JobQueue]:
+    """Scale-out: jobs go to Redis and `facelab worker` processes run them; no engine here."""
+    from bot.queue_redis import RedisJobQueue  # the [redis] extra
+
+    queue = RedisJobQueue(settings.queue)
+    try:
+        yield queue
+    finally:
+        await queue.disconnect()
+
+
+# queue.backend -> how to build that queue.
 QUEUES: dict[str, Callable[[Settings], contextlib.AbstractAsyncContextManager[JobQueue]]] = {
     "local": local_queue,
+    "redis": redis_queue,
 }
 
 
@@ -100,13 +113,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def configure_logging(verbose: bool) -> None:
+    """Log format and levels of every long-running command (serve, worker)."""
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # HTTP client loggers print request URLs, and Telegram's carry the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.verbose)
     settings = with_flags(load_settings(Path(args.config) if args.config else None), args)
     return asyncio.run(serve(settings))
 
@@ -130,7 +148,7 @@ async def serve(
     if settings.queue.backend not in QUEUES:
         log.error("queue.backend %r is not available in this version", settings.queue.backend)
         return 2
-    stop = stop if stop is not None else _stop_on_signals()
+    stop = stop if stop is not None else stop_on_signals()
     async with contextlib.AsyncExitStack() as stack:
         storage = await Storage.open(
             settings.database.url,
@@ -162,7 +180,8 @@ async def serve(
     return 0
 
 
-def _stop_on_signals() -> asyncio.Event:
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
