@@ -1,6 +1,6 @@
 """Throughput and latency of the whole Telegram path against the engine alone, in one run.
 
-    python bench/bot_load.py [--users 50] [--size 512] [--rounds 3]
+    python bench/bot_load.py [--users 50] [--size 1280] [--rounds 3]
 
 N simulated users talk to the real stack (`facelab serve`'s wiring: python-telegram-bot over loopback
 HTTP to the fake Bot API of tests/fake_telegram.py, the conversation core, the queue, SQLite storage and
@@ -8,6 +8,12 @@ one engine process). Each sends a selfie, waits for the bot's "got your selfie",
 and waits for the result. The same engine process also runs the same N jobs back to back with no bot in
 front; the two alternate, and medians are compared. The bot path should reach at least 90% of the
 engine-only throughput: the engine process is the bottleneck, and the bot must keep it fed.
+
+Photos default to 1280 px on the longest side because that is what Telegram delivers: it recompresses
+every photo to at most 1280 px, so `--size` only matters for trying others. The bot path is capped by
+Telegram's flood limit (about 30 messages a second, which python-telegram-bot's AIORateLimiter enforces
+here as in production): each try-on needs at least two messages (the "got your selfie" answer and the
+result), so a faster engine, e.g. on smaller photos, can outrun any bot.
 
 CPU per job is printed too: the fake Telegram server and the simulated users share the bot's process,
 so on a machine with few cores their CPU competes with the engine's, which a real deployment avoids."""
@@ -203,7 +209,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--users", type=int, default=50, help="simulated users, one try-on each")
-    parser.add_argument("--size", type=int, default=512, help="longest side of the photos, px")
+    parser.add_argument("--size", type=int, default=1280, help="photos' longest side, px (Telegram's)")
     parser.add_argument("--rounds", type=int, default=3, help="bot runs, each between two engine-only runs")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.users, arguments.size, arguments.rounds))

@@ -17,7 +17,8 @@ from PIL import Image
 
 from bot.core import Core, Origin
 from bot.engine_process import EngineProcess
-from bot.queue import LocalJobQueue
+from bot.queue import JobRunner, LocalJobQueue
+from engine.api import MakeupRequest, MakeupResult
 from facelab.settings import BotSettings, QueueSettings, Settings
 from storage import Storage
 from tests.conftest import face_path
@@ -78,13 +79,34 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     await storage.close()
 
 
-async def start_bot(engine_process: EngineProcess, storage: Storage, **queue: int) -> Bot:
+class SlowEngine:
+    """The real engine with every job taking `delay_s` longer, as on big photos or a busy machine."""
+
+    def __init__(self, engine: EngineProcess, delay_s: float) -> None:
+        self._engine = engine
+        self._delay_s = delay_s
+
+    async def run(self, request: MakeupRequest) -> MakeupResult:
+        await asyncio.sleep(self._delay_s)
+        return await self._engine.run(request)
+
+
+async def start_bot(
+    engine_process: EngineProcess,
+    storage: Storage,
+    *,
+    runner: JobRunner | None = None,
+    announce_wait_s: float = 3.0,
+    **queue: int,
+) -> Bot:
     settings = Settings(
-        bot=BotSettings(default_strength=70, pending_ttl_s=600, result_cache_s=300),
+        bot=BotSettings(
+            default_strength=70, pending_ttl_s=600, result_cache_s=300, announce_wait_s=announce_wait_s
+        ),
         queue=QueueSettings(**{"max_size": 100, "per_user": 2, **queue}),
     )
     job_queue = LocalJobQueue(
-        engine_process, max_size=settings.queue.max_size, per_user=settings.queue.per_user
+        runner or engine_process, max_size=settings.queue.max_size, per_user=settings.queue.per_user
     )
     await job_queue.start()
     clock = Clock()
@@ -398,21 +420,38 @@ async def test_result_buttons_rerun_for_the_requester_only(bot: Bot) -> None:
 # -- the queue as users see it ------------------------------------------------------------------------
 
 
-async def test_waiting_users_see_their_place_and_a_working_action(bot: Bot) -> None:
-    for name in ("ann", "bob", "cid"):
-        await bot.core.on_pair(user(name), photo(SELFIE), photo(REFERENCE), strength=50)
-    await bot.messenger.wait_for_images(3)
+async def test_a_noticeable_wait_is_announced_and_a_long_job_shows_an_action(
+    engine_process: EngineProcess, storage: Storage
+) -> None:
+    # Jobs of about 1.2 s: one job ahead is a noticeable wait against a 1 s threshold.
+    bot = await start_bot(
+        engine_process, storage, runner=SlowEngine(engine_process, 1.2), announce_wait_s=1.0
+    )
+    try:
+        await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE), strength=50)
+        await bot.messenger.wait_for_images(1)  # the bot now knows how long a job takes
+        for name in ("bob", "cid"):
+            await bot.core.on_pair(user(name), photo(SELFIE), photo(REFERENCE), strength=50)
+        await bot.messenger.wait_for_images(3)
+    finally:
+        await stop_bot(bot)
 
     texts = {s.chat_id: s.text for s in bot.messenger.sent if s.kind == "text"}
-    assert texts == {
-        "dm-bob": "There is 1 try-on ahead of yours; I'll reply here when it's ready.",
-        "dm-cid": "There are 2 try-ons ahead of yours; I'll reply here when it's ready.",
-    }
-    actions = {s.chat_id for s in bot.messenger.sent if s.kind == "action"}
-    assert actions == {"dm-ann", "dm-bob", "dm-cid"}
+    assert texts == {"dm-cid": "There is 1 try-on ahead of yours; I'll reply here when it's ready."}
     for name in ("ann", "bob", "cid"):  # each chat saw the action before its result
         kinds = [s.kind for s in bot.messenger.sent if s.chat_id == f"dm-{name}" and s.kind != "text"]
         assert kinds[0] == "action" and kinds[-1] == "image"
+
+
+async def test_a_short_wait_behind_fast_jobs_is_not_announced(bot: Bot) -> None:
+    await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE), strength=50)
+    await bot.messenger.wait_for_images(1)  # the bot now knows how long a job takes
+    for name in ("bob", "cid", "dan"):
+        await bot.core.on_pair(user(name), photo(SELFIE), photo(REFERENCE), strength=50)
+    await bot.messenger.wait_for_images(4)
+
+    # Two jobs ahead of a fast engine are well under the 3 s threshold: nobody is told to wait.
+    assert bot.messenger.texts() == []
 
 
 async def test_a_full_queue_and_the_per_user_cap_give_clear_replies(

@@ -175,7 +175,7 @@ def engine_paused(engine: EngineProcess) -> Iterator[None]:
 
 
 async def test_private_chat_flow_with_result_buttons_and_no_token_in_logs(
-    fake: FakeTelegram, bot_settings: Settings, caplog: pytest.LogCaptureFixture
+    fake: FakeTelegram, bot_settings: Settings, engine: EngineProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     chat = dm(ALICE)
@@ -189,11 +189,13 @@ async def test_private_chat_flow_with_result_buttons_and_no_token_in_logs(
         first = fake.send_photo(ALICE, chat, selfie(5))
         got_selfie = await fake.next_call("sendMessage", chat.id, replying_to(first))
         assert "selfie" in got_selfie.params["text"]
-        reference = fake.send_photo(ALICE, chat, photo_file(REFERENCE))
+        with engine_paused(engine):  # a job long enough for the chat to show the bot at work
+            reference = fake.send_photo(ALICE, chat, photo_file(REFERENCE))
+            action = await fake.next_call("sendChatAction", chat.id)
+        assert action.params["action"] == "upload_photo"
         result = await fake.next_call("sendPhoto", chat.id, replying_to(reference))
         assert read_code(result.upload("photo")) == 5
         assert [data.split(":")[0] for data in result.button_data()] == RESULT_BUTTONS
-        assert fake.calls_to("sendChatAction", chat.id)[0].params["action"] == "upload_photo"
 
         fake.press_button(ALICE, result.result, result_id(result, "file"))
         full = await fake.next_call("sendDocument", chat.id)
