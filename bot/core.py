@@ -65,8 +65,6 @@ ACTION_EVERY_S = 4.0  # chat actions ("sending a photo...") fade after about 5 s
 # A job that ends this soon after it starts needs no chat action: its result is the feedback. Skipping
 # it matters because Telegram caps a bot's messages at about 30 a second, chat actions included.
 FIRST_ACTION_AFTER_S = 1.0
-# Weight of the latest job in the running mean of engine time that estimates a queue's wait.
-ENGINE_TIME_SMOOTHING = 0.2
 # Expired photos leave memory on timers set this much later than their deadline, so that the clock
 # which decides expiry always agrees the deadline has passed when the timer fires.
 EXPIRY_MARGIN_S = 1.0
@@ -229,7 +227,6 @@ class Core:
         self._albums: dict[tuple[str, str, str, str], _Album] = {}
         self._results: dict[str, _Result] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._engine_s: float | None = None  # recent mean seconds per job; None until one ran
 
     def add_messenger(self, messenger: Messenger) -> None:
         """Let the core answer on `messenger.platform`; one messenger per platform."""
@@ -445,13 +442,10 @@ class Core:
             self._record(origin, job.id, UsageStatus.REJECTED, error_kind=error.kind)
             await self._reply(origin, error.user_message)
             return
-        if self._wait_is_noticeable(ticket.position):
-            ahead = "is 1 try-on" if ticket.position == 1 else f"are {ticket.position} try-ons"
-            await self._reply(origin, f"There {ahead} ahead of yours; I'll reply here when it's ready.")
         self._spawn(self._deliver(origin, ticket, inputs))
 
     async def _deliver(self, origin: Origin, ticket: Ticket, inputs: _Inputs) -> None:
-        working = asyncio.create_task(self._show_working(origin, ticket))
+        working = asyncio.create_task(self._show_progress(origin, ticket))
         try:
             result = await ticket.result()
         except (EngineError, QueueError) as error:
@@ -460,7 +454,6 @@ class Core:
             return
         finally:
             working.cancel()
-            self._observe_engine_time(ticket)
         self._record_ticket(origin, ticket, UsageStatus.OK)
         result_id = self._remember(origin, inputs, result)
         await self._send_image(
@@ -470,26 +463,14 @@ class Core:
             buttons=self._result_buttons(origin, result_id),
         )
 
-    def _wait_is_noticeable(self, ahead: int) -> bool:
-        """Whether a job with `ahead` jobs before it will wait longer than `bot.announce_wait_s`;
-        before any job has run the wait is unknown, so any queue counts."""
-        if ahead == 0:
-            return False
-        if self._engine_s is None:
-            return True
-        return ahead * self._engine_s > self._settings.announce_wait_s
-
-    def _observe_engine_time(self, ticket: Ticket) -> None:
-        if ticket.started_at is None or ticket.finished_at is None:
-            return
-        seconds = ticket.finished_at - ticket.started_at
-        if self._engine_s is None:
-            self._engine_s = seconds
-        else:
-            self._engine_s += ENGINE_TIME_SMOOTHING * (seconds - self._engine_s)
-
-    async def _show_working(self, origin: Origin, ticket: Ticket) -> None:
-        await ticket.started()
+    async def _show_progress(self, origin: Origin, ticket: Ticket) -> None:
+        """Tell the user their place in the queue once their job has waited `bot.announce_wait_s`
+        without starting, then show a chat action while it runs (if it runs more than a moment)."""
+        try:
+            await asyncio.wait_for(ticket.started(), self._settings.announce_wait_s)
+        except TimeoutError:
+            await self._announce_place(origin, ticket)
+            await ticket.started()
         await asyncio.sleep(FIRST_ACTION_AFTER_S)
         while not ticket.done:
             try:
@@ -497,6 +478,13 @@ class Core:
             except Exception:
                 log.warning("could not send a chat action to %s", origin.platform, exc_info=True)
             await asyncio.sleep(ACTION_EVERY_S)
+
+    async def _announce_place(self, origin: Origin, ticket: Ticket) -> None:
+        ahead = await self._queue.position(ticket.job.id)
+        if not ahead:  # next in line, or already done: nothing worth a message
+            return
+        jobs = "is 1 try-on" if ahead == 1 else f"are {ahead} try-ons"
+        await self._reply(origin, f"There {jobs} ahead of yours; I'll reply here when it's ready.")
 
     def _remember(self, origin: Origin, inputs: _Inputs, result: MakeupResult) -> str:
         result_id = secrets.token_urlsafe(6)

@@ -75,8 +75,8 @@ class BotSettings(BaseModel):
     default_strength: int = Field(default=70, ge=0, le=100)
     pending_ttl_s: float = 600.0
     result_cache_s: float = 300.0
-    # A user is told their place in the queue only when the estimated wait (jobs ahead x recent mean
-    # engine time) exceeds this many seconds; shorter waits need no extra message.
+    # A user is told their place in the queue once their job has waited this long without starting;
+    # shorter waits need no extra message.
     announce_wait_s: float = Field(default=3.0, ge=0)
 
 
