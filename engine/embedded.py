@@ -1,0 +1,137 @@
+"""The embedded CPU engine: mediapipe face mesh + classical makeup transfer, no downloaded weights."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from engine.api import REGIONS, MakeupRequest, MakeupResult
+from engine.errors import Role
+from engine.faces import FaceBackend, MediapipeBackend, usable_faces
+from engine.images import encode_image, load_image
+from engine.looks import get_look, look_targets
+from engine.transfer import (
+    ReferenceFace,
+    analyse_selfie,
+    blend,
+    composite,
+    crop_face,
+    prepare_reference,
+    reference_targets,
+    warp_reference,
+)
+from facelab.settings import EngineSettings
+
+REFERENCE_CACHE_SIZE = 8  # users often try several strengths or selfies with one reference
+
+
+@dataclass
+class MadeUp:
+    """An array-level result: the made-up RGB image, how many faces were made up, stage timings."""
+
+    image: np.ndarray
+    faces: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class EmbeddedEngine:
+    def __init__(self, settings: EngineSettings, backend: FaceBackend | None = None) -> None:
+        cv2.setNumThreads(settings.threads)
+        self.settings = settings
+        self.backend = backend if backend is not None else MediapipeBackend(settings.working_size)
+        self._references: OrderedDict[str, ReferenceFace] = OrderedDict()
+
+    def apply(self, request: MakeupRequest) -> MakeupResult:
+        timings: dict[str, float] = {}
+        with _timed(timings, "decode"):
+            selfie = self._load(request.selfie, "selfie")
+        reference = None
+        if request.reference is not None:
+            reference = self._cached_reference(request.reference, timings)
+        made_up = self.apply_array(
+            selfie, reference, look=request.look, strength=request.strength, regions=request.regions
+        )
+        timings.update(made_up.timings_ms)
+        with _timed(timings, "encode"):
+            data = encode_image(made_up.image, fmt=request.output_format)
+        h, w = made_up.image.shape[:2]
+        return MakeupResult(data, w, h, made_up.faces, timings)
+
+    def prepare_reference(self, rgb: np.ndarray) -> ReferenceFace:
+        """Analyse a reference photo once (its largest face); reusable for any number of selfies."""
+        face = usable_faces(self.backend.detect(rgb), "reference")[0]
+        return prepare_reference(rgb, face, self.settings.working_size)
+
+    def apply_array(
+        self,
+        selfie: np.ndarray,
+        reference: ReferenceFace | np.ndarray | None = None,
+        *,
+        look: str | None = None,
+        strength: float = 1.0,
+        regions: Mapping[str, float] | None = None,
+    ) -> MadeUp:
+        """Make up every usable face of an HxWx3 uint8 RGB selfie with a reference (a photo array or
+        a prepared one) or a preset look. Strength 0 returns an identical copy."""
+        timings: dict[str, float] = {}
+        if isinstance(reference, np.ndarray):
+            with _timed(timings, "reference"):
+                reference = self.prepare_reference(reference)
+        preset = get_look(look) if look is not None else None
+        with _timed(timings, "detect"):
+            faces = usable_faces(self.backend.detect(selfie), "selfie")
+        strengths = {r: strength * (1.0 if regions is None else regions.get(r, 0.0)) for r in REGIONS}
+        output = selfie.copy()
+        if not any(strengths.values()):
+            return MadeUp(output, len(faces), timings)
+        for face in faces:
+            crop = crop_face(selfie, face, self.settings.working_size)
+            with _timed(timings, "transfer"):
+                layers = analyse_selfie(crop)
+            valid = None
+            if reference is not None:
+                with _timed(timings, "align"):
+                    warped, valid = warp_reference(reference, crop.pts, crop.shape)
+                with _timed(timings, "transfer"):
+                    targets = reference_targets(layers, warped, valid)
+            else:
+                assert preset is not None
+                targets = look_targets(layers, preset)
+            with _timed(timings, "transfer"):
+                delta = blend(layers, targets, strengths, valid)
+            with _timed(timings, "composite"):
+                composite(output, crop, delta)
+        return MadeUp(output, len(faces), timings)
+
+    def _load(self, data: bytes, role: Role) -> np.ndarray:
+        return load_image(
+            data, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_bytes, role=role
+        )
+
+    def _cached_reference(self, data: bytes, timings: dict[str, float]) -> ReferenceFace:
+        key = hashlib.blake2b(data, digest_size=16).hexdigest()
+        if key in self._references:
+            self._references.move_to_end(key)
+            return self._references[key]
+        with _timed(timings, "reference"):
+            prepared = self.prepare_reference(self._load(data, "reference"))
+        self._references[key] = prepared
+        if len(self._references) > REFERENCE_CACHE_SIZE:
+            self._references.popitem(last=False)
+        return prepared
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * 1000.0

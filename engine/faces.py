@@ -1,0 +1,185 @@
+"""Face analysis: every face in a photo with 478 dense landmarks (mediapipe face mesh, iris included).
+
+Backends sit behind the `FaceBackend` protocol; the default one ships its models inside the mediapipe
+wheel, so nothing is downloaded at run time. `to_ibug68` maps the 478 points to the 68-point
+iBUG/300W layout that 68-point tools (and the diffusion engine's structure image) expect.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from engine.errors import FaceTooSmallError, NoFaceError, ProfileFaceError, Role
+
+N_LANDMARKS = 478
+
+# Mesh indices used across the engine ("right" = the subject's right = the left of the image).
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
+RIGHT_IRIS_CENTER, LEFT_IRIS_CENTER = 468, 473
+RIGHT_CHEEK_EDGE, LEFT_CHEEK_EDGE = 234, 454
+
+# iBUG/300W 68-point layout from mesh indices: jaw 0-16 (image left to right), brows 17-26,
+# nose bridge 27-30, nostrils 31-35, eyes 36-47 (outer corner first, clockwise), lips 48-67.
+IBUG68_FROM_MESH: tuple[int, ...] = (
+    *(127, 234, 93, 132, 58, 136, 150, 176, 152, 400, 379, 365, 288, 361, 323, 454, 356),
+    *(70, 63, 105, 66, 107),
+    *(336, 296, 334, 293, 300),
+    *(168, 197, 5, 4),
+    *(98, 97, 2, 326, 327),
+    *(33, 160, 158, 133, 153, 144),
+    *(362, 385, 387, 263, 373, 380),
+    *(61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91),
+    *(78, 81, 13, 311, 308, 402, 14, 178),
+)
+
+# A face must span at least this many pixels between the outer eye corners to be made up reliably.
+MIN_INTER_OCULAR_PX = 16.0
+# Beyond this head turn (degrees) one cheek is hidden and the makeup would be placed wrongly.
+MAX_YAW_DEG = 50.0
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face. `landmarks` are the 478 mesh points in the image's pixel coordinates (x, y)."""
+
+    landmarks: np.ndarray  # (478, 2) float32
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 of the landmarks, in pixels
+    yaw_deg: float  # head turn left/right; 0 = frontal
+    inter_ocular: float  # pixels between the outer eye corners
+
+    @property
+    def area(self) -> int:
+        x0, y0, x1, y1 = self.bbox
+        return (x1 - x0) * (y1 - y0)
+
+
+class FaceBackend(Protocol):
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Every face found in an HxWx3 uint8 RGB image, largest first; may be empty."""
+        ...
+
+
+def make_face(landmarks: np.ndarray, yaw_deg: float) -> Face:
+    pts = np.asarray(landmarks, dtype=np.float32)
+    x0, y0 = np.floor(pts.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(pts.max(axis=0)).astype(int)
+    iod = float(np.linalg.norm(pts[RIGHT_EYE_OUTER] - pts[LEFT_EYE_OUTER]))
+    return Face(pts, (int(x0), int(y0), int(x1), int(y1)), yaw_deg, iod)
+
+
+def to_ibug68(face: Face) -> np.ndarray:
+    """The face's landmarks in the 68-point iBUG/300W order, (68, 2) float32."""
+    return face.landmarks[list(IBUG68_FROM_MESH)]
+
+
+class MediapipeBackend:
+    """Full-range face detection on a downscaled copy finds every face (small ones too); the face mesh
+    then runs on each face's crop, so a 12-megapixel photo costs about as much as a small one."""
+
+    DETECT_SIZE = 640  # longest side of the copy the detector sees
+    CROP_SCALE = 2.2  # crop side relative to the detector's box: the mesh wants some context
+
+    def __init__(self, working_size: int = 512) -> None:
+        from mediapipe.python.solutions import face_detection, face_mesh
+
+        self._working_size = working_size
+        self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        self._mesh = face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.4
+        )
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        faces: list[Face] = []
+        for box in self._detect_boxes(rgb):
+            face = self._mesh_in_crop(rgb, box)
+            if face is not None and not any(_overlaps(face, other) for other in faces):
+                faces.append(face)
+        if not faces:
+            # The full-range detector can miss a face filling the whole frame; the mesh's own
+            # short-range detector is made for exactly that.
+            h, w = rgb.shape[:2]
+            face = self._mesh_in_crop(rgb, (0, 0, w, h))
+            faces = [face] if face is not None else []
+        return sorted(faces, key=lambda f: f.area, reverse=True)
+
+    def _detect_boxes(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Square crop boxes (x0, y0, x1, y1) in full-resolution pixels, one per detected face."""
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.DETECT_SIZE / max(h, w))
+        small = (
+            rgb if scale == 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        )
+        result = self._detector.process(np.ascontiguousarray(small))
+        boxes = []
+        for detection in result.detections or []:
+            rel = detection.location_data.relative_bounding_box
+            cx, cy = (rel.xmin + rel.width / 2) * w, (rel.ymin + rel.height / 2) * h
+            half = self.CROP_SCALE * max(rel.width * w, rel.height * h) / 2
+            boxes.append(
+                (
+                    max(0, int(cx - half)),
+                    max(0, int(cy - half)),
+                    min(w, int(cx + half)),
+                    min(h, int(cy + half)),
+                )
+            )
+        return boxes
+
+    def _mesh_in_crop(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> Face | None:
+        x0, y0, x1, y1 = box
+        crop = rgb[y0:y1, x0:x1]
+        if crop.size == 0:
+            return None
+        scale = min(1.0, self._working_size / max(crop.shape[:2]))
+        if scale < 1.0:
+            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        result = self._mesh.process(np.ascontiguousarray(crop))
+        if not result.multi_face_landmarks:
+            return None
+        ch, cw = crop.shape[:2]
+        lm = result.multi_face_landmarks[0].landmark
+        xyz = np.array([(p.x * cw, p.y * ch, p.z * cw) for p in lm], dtype=np.float32)
+        pts = xyz[:, :2] / scale + np.array([x0, y0], dtype=np.float32)
+        return make_face(pts, _yaw_deg(xyz))
+
+
+def _yaw_deg(xyz: np.ndarray) -> float:
+    """Head turn from the depth of the two cheek edges (mesh z shares the x scale)."""
+    d = xyz[LEFT_CHEEK_EDGE] - xyz[RIGHT_CHEEK_EDGE]
+    return math.degrees(math.atan2(float(d[2]), float(d[0])))
+
+
+def _overlaps(a: Face, b: Face) -> bool:
+    ax0, ay0, ax1, ay1 = a.bbox
+    bx0, by0, bx1, by1 = b.bbox
+    iw = max(0, min(ax1, bx1) - max(ax0, bx0))
+    ih = max(0, min(ay1, by1) - max(ay0, by0))
+    return iw * ih > 0.5 * min(a.area, b.area)
+
+
+def usable_faces(faces: list[Face], role: Role) -> list[Face]:
+    """The faces to make up (selfie: all usable ones; reference: the largest), or a typed error
+    saying what is wrong with which photo."""
+    photo = "selfie" if role == "selfie" else "reference photo"
+    if not faces:
+        raise NoFaceError(
+            f"I couldn't find a face in your {photo}. Please send a clear, well-lit photo.", role
+        )
+    candidates = faces if role == "selfie" else faces[:1]
+    big = [f for f in candidates if f.inter_ocular >= MIN_INTER_OCULAR_PX]
+    if not big:
+        raise FaceTooSmallError(
+            f"The face in your {photo} is too small. Please send a closer photo of the face.", role
+        )
+    frontal = [f for f in big if abs(f.yaw_deg) <= MAX_YAW_DEG]
+    if not frontal:
+        raise ProfileFaceError(
+            f"The face in your {photo} is turned too far to the side. Please send a photo facing the camera.",
+            role,
+        )
+    return frontal

@@ -1,0 +1,198 @@
+"""The one gate between untrusted bytes and the engine: bytes in, an HxWx3 uint8 RGB array out.
+
+Every adapter and the CLI load images through `load_image`, so the defences live in one place:
+the format is sniffed from the bytes (never a file name), byte and pixel limits are checked before
+any pixel is decoded, EXIF orientation is applied, and every odd mode (CMYK, 16-bit, palette,
+alpha, grayscale, 1-bit, animated) is normalised to plain RGB. Anything that fails becomes an
+`ImageError` with a message a chat user understands; no decoder exception escapes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+
+import numpy as np
+import pillow_heif
+from PIL import Image, ImageOps
+
+from engine.errors import ImageError, ImageTooLargeError, Role
+
+# HEIC/HEIF is what iPhones send; pillow-heif plugs it into PIL's normal Image.open.
+pillow_heif.register_heif_opener()
+
+# PIL format ids we decode. TIFF is recognised (for a precise message) but refused: chat photos are
+# never TIFF, and its many exotic variants (float, tiled, multi-page) are attack surface we don't need.
+SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP", "HEIF", "AVIF"})
+
+# Alpha is composited over white: the colour values under transparent pixels are undefined (often
+# black), and white is what viewers show behind cut-out photos, so the face keeps its outline and
+# the result looks like what the user saw when sending it.
+ALPHA_BACKGROUND = (255, 255, 255)
+
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_ENCODE_FORMATS = {"JPEG": "JPEG", "JPG": "JPEG", "PNG": "PNG", "WEBP": "WEBP"}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The PIL format id of an image judged from its magic bytes, or None when it is no image format."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data.startswith(b"BM") and len(data) >= 26:
+        return "BMP"
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF"
+    if data[4:8] == b"ftyp":
+        return _sniff_isobmff_brand(data)
+    return None
+
+
+def _sniff_isobmff_brand(data: bytes) -> str | None:
+    """HEIF and AVIF share the ISO-BMFF container; the `ftyp` box's brands tell them apart."""
+    box_size = int.from_bytes(data[:4], "big")
+    box_end = min(max(box_size, 16), len(data), 256)
+    brands = {data[8:12]} | {data[i : i + 4] for i in range(16, box_end - 3, 4)}
+    if brands & _AVIF_BRANDS:
+        return "AVIF"
+    if brands & _HEIF_BRANDS:
+        return "HEIF"
+    return None
+
+
+def load_image(data: bytes, *, max_pixels: int, max_bytes: int, role: Role | None = None) -> np.ndarray:
+    """Decode untrusted bytes into a C-contiguous HxWx3 uint8 RGB array, upright per EXIF.
+
+    Raises ImageTooLargeError (over `max_bytes` or `max_pixels`, checked before decoding) or
+    ImageError (anything else that is not a usable image), both carrying `role` and a user message.
+    """
+    subject = _subject(role)
+    if not data:
+        raise ImageError(f"{subject} is an empty file. Please send the photo again.", role)
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(
+            f"{subject} is too big ({_mb(len(data))} MB); please send one under {_mb(max_bytes)} MB.", role
+        )
+    fmt = sniff_format(data)
+    if fmt not in SUPPORTED_FORMATS:
+        raise ImageError(
+            f"{subject} is not a photo I can read ({_describe_unsupported(data, fmt)}). "
+            "Please send a JPEG, PNG, WebP or HEIC photo.",
+            role,
+        )
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as image:
+            _check_pixels(image.size, max_pixels, subject, role)
+            image.seek(0)  # animated GIF/WebP/APNG: the first frame is the picture
+            upright = ImageOps.exif_transpose(image)
+            return _to_rgb_array(upright)
+    except (ImageError, MemoryError):
+        raise  # ours already speaks to the user; running out of memory is the server's problem
+    except Image.DecompressionBombError as exc:
+        # PIL's own bomb fence (2x Image.MAX_IMAGE_PIXELS) fired first: same answer as ours.
+        raise ImageTooLargeError(
+            f"{subject} has far too many pixels; please send a smaller photo.", role
+        ) from exc
+    except Exception as exc:
+        # Decoders raise many types on hostile input (OSError, SyntaxError, ValueError, struct.error,
+        # ...); for the user they all mean the same thing.
+        raise ImageError(
+            f"{subject} looks damaged or incomplete and could not be opened. Please send it again.", role
+        ) from exc
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int, subject: str, role: Role | None) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{subject} is too large ({width}×{height} pixels); "
+            f"please send one of at most {max_pixels / 1e6:.0f} megapixels.",
+            role,
+        )
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Normalise any decoded mode to RGB, keeping the visible colours."""
+    mode = image.mode
+    if mode.startswith("I"):
+        return _sixteen_bit_gray_to_rgb(np.asarray(image))
+    if _has_alpha(image):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (*ALPHA_BACKGROUND, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.array(image, dtype=np.uint8)  # a writeable copy; asarray would be read-only
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    # Palette and grayscale images carry transparency as a `transparency` entry rather than a band.
+    return image.mode in ("RGBA", "LA", "La", "PA", "RGBa") or "transparency" in image.info
+
+
+def _sixteen_bit_gray_to_rgb(values: np.ndarray) -> np.ndarray:
+    """16-bit grayscale (PIL modes I;16*, or I for 16-bit PNG with transparency) scaled to 8 bits.
+
+    PIL's own convert() clips values above 255, turning almost every 16-bit photo white; dividing
+    by 257 maps 0..65535 exactly onto 0..255.
+    """
+    scaled = (np.clip(values.astype(np.float32), 0, 65535) / 257.0 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(scaled[:, :, None], 3, axis=2))
+
+
+def encode_image(rgb: np.ndarray, fmt: str = "JPEG", quality: int = 92) -> bytes:
+    """Encode an HxWx3 uint8 RGB array as JPEG, PNG or WEBP bytes."""
+    pil_format = _ENCODE_FORMATS.get(fmt.upper())
+    if pil_format is None:
+        raise ValueError(f"unsupported output format {fmt!r}; use JPEG, PNG or WEBP")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 array, got shape {rgb.shape} dtype {rgb.dtype}")
+    buffer = io.BytesIO()
+    image = Image.fromarray(rgb, mode="RGB")
+    if pil_format == "JPEG":
+        # 4:4:4 chroma: lipstick and eyeliner are colour edges that 4:2:0 subsampling would blur.
+        image.save(buffer, "JPEG", quality=quality, subsampling=0)
+    elif pil_format == "WEBP":
+        image.save(buffer, "WEBP", quality=quality)
+    else:
+        image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _subject(role: Role | None) -> str:
+    return {"selfie": "Your selfie", "reference": "The reference photo"}.get(role or "", "This file")
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f}".removesuffix(".0")
+
+
+def _describe_unsupported(data: bytes, fmt: str | None) -> str:
+    """A short guess at what the user actually sent, for the error message."""
+    if fmt == "TIFF":
+        return "TIFF images are not supported"
+    head = data[:512].lstrip()
+    if head.startswith(b"%PDF"):
+        return "it looks like a PDF document"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "it looks like a ZIP archive or office document"
+    if b"<svg" in head.lower():
+        return "it looks like an SVG drawing"
+    if _looks_like_text(head):
+        return "it looks like a text file"
+    return "unknown file type"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        # final=False: the 512-byte cut may split a multi-byte character.
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\r\n\t" for ch in text)

@@ -1,0 +1,114 @@
+"""Feathered makeup-region masks from the 478 mesh landmarks, drawn at working size.
+
+Every mask is float32 in [0, 1] with the crop's shape. Feather widths scale with the inter-ocular
+distance so a mask looks the same on a 256-px crop and a 512-px one.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+LIPS_OUTER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
+LIPS_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+RIGHT_EYE = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)
+LEFT_EYE = (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249)
+# Upper eyelid from the outer corner to the inner one.
+RIGHT_UPPER_LID = (33, 246, 161, 160, 159, 158, 157, 173, 133)
+LEFT_UPPER_LID = (263, 466, 388, 387, 386, 385, 384, 398, 362)
+# Brows: upper edge outer to inner, lower edge outer to inner.
+RIGHT_BROW_UPPER, RIGHT_BROW_LOWER = (70, 63, 105, 66, 107), (46, 53, 52, 65, 55)
+LEFT_BROW_UPPER, LEFT_BROW_LOWER = (300, 293, 334, 296, 336), (276, 283, 282, 295, 285)
+FACE_OVAL = (
+    *(10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377),
+    *(152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109),
+)
+CHEEKS = (50, 280)  # apples of the cheeks
+FOREHEAD_TOP, CHIN = 10, 152
+
+_SHIFT = 4  # sub-pixel bits for cv2 drawing
+_ONE = 1 << _SHIFT
+
+
+def _fill(shape: tuple[int, int], pts: np.ndarray, polys: list[tuple[int, ...]]) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    fixed = [np.round(pts[list(p)] * _ONE).astype(np.int32) for p in polys]
+    cv2.fillPoly(mask, fixed, (255,), cv2.LINE_AA, _SHIFT)
+    return mask.astype(np.float32) / 255.0
+
+
+def _feather(mask: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(mask, (0, 0), max(sigma, 0.5))
+
+
+def _eye_shadow_zone(pts: np.ndarray, lid: tuple[int, ...], brow_lower: tuple[int, ...]) -> np.ndarray:
+    """Lid-to-brow polygon, pulled slightly down from the brow so the brow stays clean."""
+    lid_pts = pts[list(lid)]
+    brow = pts[list(brow_lower)]
+    # Brow lower edge runs outer to inner like the lid; pull it towards the lid's matching points.
+    lid_at_brow = lid_pts[np.linspace(0, len(lid) - 1, len(brow_lower)).round().astype(int)]
+    upper = brow + 0.15 * (lid_at_brow - brow)
+    # A little wing past the outer corner, where shadow and liner are usually extended.
+    wing = lid_pts[0] + 0.25 * (lid_pts[0] - lid_pts[-1])
+    return np.vstack([wing[None], lid_pts, upper[::-1]]).astype(np.float32)
+
+
+def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[str, np.ndarray]:
+    """Masks for lips, eyes (shadow + liner), brows, blush and skin for one face.
+
+    `pts` are the 478 landmarks in the crop's pixel coordinates; `iod` their inter-ocular distance.
+    """
+    lips_outer = _fill(shape, pts, [LIPS_OUTER])
+    mouth = _fill(shape, pts, [LIPS_INNER])
+    eyeballs = _fill(shape, pts, [RIGHT_EYE, LEFT_EYE])
+    brows_hard = _fill(
+        shape, pts, [RIGHT_BROW_UPPER + RIGHT_BROW_LOWER[::-1], LEFT_BROW_UPPER + LEFT_BROW_LOWER[::-1]]
+    )
+
+    # Lips: a soft outer edge, a hard inner one (teeth and the inside of the mouth stay untouched).
+    lips = _feather(lips_outer, 0.02 * iod) * (1.0 - mouth)
+
+    # Eyes: shadow between lid and brow plus a liner band around the eye; the eyeball stays untouched.
+    zones = np.zeros(shape, np.uint8)
+    for lid, brow in ((RIGHT_UPPER_LID, RIGHT_BROW_LOWER), (LEFT_UPPER_LID, LEFT_BROW_LOWER)):
+        poly = _eye_shadow_zone(pts, lid, brow)
+        cv2.fillPoly(zones, [np.round(poly * _ONE).astype(np.int32)], (255,), cv2.LINE_AA, _SHIFT)
+    liner = cv2.dilate((eyeballs * 255).astype(np.uint8), _disk(0.06 * iod))
+    eyes_zone = np.maximum(zones, liner).astype(np.float32) / 255.0
+    brows = _feather(cv2.dilate(brows_hard, _disk(0.02 * iod)), 0.025 * iod)
+    eyes_soft = _feather(eyes_zone, 0.08 * iod) * (1.0 - brows)
+    eyes = eyes_soft * (1.0 - eyeballs)
+
+    blush = np.zeros(shape, np.float32)
+    for idx in CHEEKS:
+        center = tuple(int(v) for v in np.round(pts[idx] * _ONE))
+        axes = (int(0.28 * iod * _ONE), int(0.2 * iod * _ONE))
+        cv2.ellipse(blush, center, axes, 0.0, 0, 360, 1.0, -1, cv2.LINE_AA, _SHIFT)  # type: ignore[call-overload]
+    blush = _feather(blush, 0.12 * iod)
+
+    oval = _feather(_fill(shape, pts, [FACE_OVAL]), 0.04 * iod) * _forehead_fade(pts, shape)
+    # The same soft edges as the feature masks, so skin and features blend without a gap or a seam.
+    features = np.maximum.reduce([_feather(lips_outer, 0.02 * iod), eyes_soft, eyeballs, brows])
+    skin = oval * (1.0 - features)
+    blush *= oval * (1.0 - features)
+    return {"lips": lips, "eyes": eyes, "brows": brows, "blush": blush, "skin": skin}
+
+
+def _disk(radius: float) -> np.ndarray:
+    r = max(1, round(radius))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def _forehead_fade(pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """1 below the brows, fading to 0 well before the mesh's top edge, along the face's own vertical
+    axis (head tilt included): the hairline is never touched, so hair and bangs are never smeared."""
+    top, chin = pts[FOREHEAD_TOP], pts[CHIN]
+    axis = (top - chin) / max(float(np.linalg.norm(top - chin)), 1e-6)
+    brow_y = float(np.mean((pts[list(RIGHT_BROW_UPPER + LEFT_BROW_UPPER)] - chin) @ axis))
+    top_y = float((top - chin) @ axis)
+    fade_start = brow_y + 0.15 * (top_y - brow_y)
+    fade_end = brow_y + 0.7 * (top_y - brow_y)
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    height = (xs - chin[0]) * axis[0] + (ys - chin[1]) * axis[1]
+    return np.clip((fade_end - height) / max(fade_end - fade_start, 1e-6), 0.0, 1.0).astype(np.float32)
