@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import codecs
 import io
+import warnings
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from engine.errors import ImageError, ImageTooLargeError, Role
 
 # HEIC/HEIF is what iPhones send; pillow-heif plugs it into PIL's normal Image.open.
 pillow_heif.register_heif_opener()
+
+# PIL warns about every malformed EXIF field it skips; we only read the orientation from EXIF, and
+# broken metadata on a fine photo is not worth a line in the logs (or on the CLI user's screen).
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 # PIL format ids we decode. TIFF is recognised (for a precise message) but refused: chat photos are
 # never TIFF, and its many exotic variants (float, tiled, multi-page) are attack surface we don't need.
@@ -30,12 +35,15 @@ SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BM
 # the result looks like what the user saw when sending it.
 ALPHA_BACKGROUND = (255, 255, 255)
 
+# What the engine computes in, and what an untagged output JPEG is read as.
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _ENCODE_FORMATS = {"JPEG": "JPEG", "JPG": "JPEG", "PNG": "PNG", "WEBP": "WEBP"}
 
 
-def sniff_format(data: bytes) -> str | None:
+def sniff_format(data: bytes | bytearray) -> str | None:
     """The PIL format id of an image judged from its magic bytes, or None when it is no image format."""
     if data.startswith(b"\xff\xd8\xff"):
         return "JPEG"
@@ -54,7 +62,7 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _sniff_isobmff_brand(data: bytes) -> str | None:
+def _sniff_isobmff_brand(data: bytes | bytearray) -> str | None:
     """HEIF and AVIF share the ISO-BMFF container; the `ftyp` box's brands tell them apart."""
     box_size = int.from_bytes(data[:4], "big")
     box_end = min(max(box_size, 16), len(data), 256)
@@ -66,7 +74,9 @@ def _sniff_isobmff_brand(data: bytes) -> str | None:
     return None
 
 
-def load_image(data: bytes, *, max_pixels: int, max_bytes: int, role: Role | None = None) -> np.ndarray:
+def load_image(
+    data: bytes | bytearray, *, max_pixels: int, max_bytes: int, role: Role | None = None
+) -> np.ndarray:
     """Decode untrusted bytes into a C-contiguous HxWx3 uint8 RGB array, upright per EXIF.
 
     Raises ImageTooLargeError (over `max_bytes` or `max_pixels`, checked before decoding) or
@@ -74,7 +84,7 @@ def load_image(data: bytes, *, max_pixels: int, max_bytes: int, role: Role | Non
     """
     subject = _subject(role)
     if not data:
-        raise ImageError(f"{subject} is an empty file. Please send the photo again.", role)
+        raise ImageError(f"{subject} arrived empty (0 bytes). Please send it again.", role)
     if len(data) > max_bytes:
         raise ImageTooLargeError(
             f"{subject} is too big ({_mb(len(data))} MB); please send one under {_mb(max_bytes)} MB.", role
@@ -87,11 +97,8 @@ def load_image(data: bytes, *, max_pixels: int, max_bytes: int, role: Role | Non
             role,
         )
     try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as image:
-            _check_pixels(image.size, max_pixels, subject, role)
-            image.seek(0)  # animated GIF/WebP/APNG: the first frame is the picture
-            upright = ImageOps.exif_transpose(image)
-            return _to_rgb_array(upright)
+        # The temporary PIL image is freed once asarray holds a copy of its bytes, before the final copy.
+        pixels = np.asarray(_decode_upright_rgb(data, fmt, max_pixels, subject, role))
     except (ImageError, MemoryError):
         raise  # ours already speaks to the user; running out of memory is the server's problem
     except Image.DecompressionBombError as exc:
@@ -105,6 +112,21 @@ def load_image(data: bytes, *, max_pixels: int, max_bytes: int, role: Role | Non
         raise ImageError(
             f"{subject} looks damaged or incomplete and could not be opened. Please send it again.", role
         ) from exc
+    return pixels.copy()  # asarray's view of PIL's bytes is read-only; callers may draw on theirs
+
+
+def _decode_upright_rgb(
+    data: bytes | bytearray, fmt: str, max_pixels: int, subject: str, role: Role | None
+) -> Image.Image:
+    # No `with`: the source is in memory, and closing would free the pixels we return.
+    image = Image.open(io.BytesIO(data), formats=[fmt])  # lazy: parses the header, decodes nothing
+    _check_pixels(image.size, max_pixels, subject, role)
+    image.seek(0)  # animated GIF/WebP/APNG: the first frame is the picture
+    image.load()
+    # HEIF orientation lives in the container (applied by libheif; pillow-heif then neutralises the
+    # EXIF tag), so this never rotates twice.
+    ImageOps.exif_transpose(image, in_place=True)
+    return _to_rgb(image)
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int, subject: str, role: Role | None) -> None:
@@ -117,18 +139,36 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, subject: str, role: Ro
         )
 
 
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Normalise any decoded mode to RGB, keeping the visible colours."""
-    mode = image.mode
-    if mode.startswith("I"):
-        return _sixteen_bit_gray_to_rgb(np.asarray(image))
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Normalise any decoded mode to sRGB, keeping the visible colours."""
+    image = _to_srgb(image)
+    if image.mode.startswith("I"):
+        image = _sixteen_bit_to_gray(image)
     if _has_alpha(image):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (*ALPHA_BACKGROUND, 255))
-        image = Image.alpha_composite(background, image)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.array(image, dtype=np.uint8)  # a writeable copy; asarray would be read-only
+        rgba = image.convert("RGBA")
+        image = Image.new("RGB", image.size, ALPHA_BACKGROUND)
+        image.paste(rgba, mask=rgba.getchannel("A"))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    """Convert through the embedded colour profile when it is not sRGB already.
+
+    Recent phones shoot Display P3 and print files are CMYK with a profile; read as plain sRGB their
+    numbers look duller or shifted, and lipstick colour is exactly what this product is about.
+    """
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "CMYK"):
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "sRGB" in ImageCms.getProfileDescription(source):
+            return image
+        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image  # a broken or mismatched profile is metadata, no reason to refuse the photo
+    assert converted is not None  # only None with inPlace=True
+    return converted
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -136,14 +176,14 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "La", "PA", "RGBa") or "transparency" in image.info
 
 
-def _sixteen_bit_gray_to_rgb(values: np.ndarray) -> np.ndarray:
-    """16-bit grayscale (PIL modes I;16*, or I for 16-bit PNG with transparency) scaled to 8 bits.
+def _sixteen_bit_to_gray(image: Image.Image) -> Image.Image:
+    """16-bit grayscale (PIL modes I;16*, or I for 16-bit PNG with transparency) as 8-bit L.
 
-    PIL's own convert() clips values above 255, turning almost every 16-bit photo white; dividing
-    by 257 maps 0..65535 exactly onto 0..255.
+    PIL's own convert() clips values above 255, turning almost every 16-bit photo white; rounding
+    v * 255 / 65535 (= v / 257) maps 0..65535 exactly onto 0..255.
     """
-    scaled = (np.clip(values.astype(np.float32), 0, 65535) / 257.0 + 0.5).astype(np.uint8)
-    return np.ascontiguousarray(np.repeat(scaled[:, :, None], 3, axis=2))
+    values = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))  # 2-D uint8: mode L
 
 
 def encode_image(rgb: np.ndarray, fmt: str = "JPEG", quality: int = 92) -> bytes:
@@ -154,7 +194,7 @@ def encode_image(rgb: np.ndarray, fmt: str = "JPEG", quality: int = 92) -> bytes
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 array, got shape {rgb.shape} dtype {rgb.dtype}")
     buffer = io.BytesIO()
-    image = Image.fromarray(rgb, mode="RGB")
+    image = Image.fromarray(rgb)
     if pil_format == "JPEG":
         # 4:4:4 chroma: lipstick and eyeliner are colour edges that 4:2:0 subsampling would blur.
         image.save(buffer, "JPEG", quality=quality, subsampling=0)
@@ -166,14 +206,14 @@ def encode_image(rgb: np.ndarray, fmt: str = "JPEG", quality: int = 92) -> bytes
 
 
 def _subject(role: Role | None) -> str:
-    return {"selfie": "Your selfie", "reference": "The reference photo"}.get(role or "", "This file")
+    return {"selfie": "Your selfie", "reference": "The reference photo"}.get(role or "", "The file")
 
 
 def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f}".removesuffix(".0")
+    return f"{size / (1024 * 1024):.1f}"
 
 
-def _describe_unsupported(data: bytes, fmt: str | None) -> str:
+def _describe_unsupported(data: bytes | bytearray, fmt: str | None) -> str:
     """A short guess at what the user actually sent, for the error message."""
     if fmt == "TIFF":
         return "TIFF images are not supported"
@@ -182,6 +222,10 @@ def _describe_unsupported(data: bytes, fmt: str | None) -> str:
         return "it looks like a PDF document"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "it looks like a ZIP archive or office document"
+    if data[4:8] == b"ftyp":  # the ISO-BMFF container of HEIF, but also of MP4 and MOV
+        return "it looks like a video"
+    if head.lower().startswith((b"<!doctype html", b"<html")):
+        return "it looks like a web page"
     if b"<svg" in head.lower():
         return "it looks like an SVG drawing"
     if _looks_like_text(head):
@@ -189,7 +233,7 @@ def _describe_unsupported(data: bytes, fmt: str | None) -> str:
     return "unknown file type"
 
 
-def _looks_like_text(head: bytes) -> bool:
+def _looks_like_text(head: bytes | bytearray) -> bool:
     try:
         # final=False: the 512-byte cut may split a multi-byte character.
         text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
