@@ -91,20 +91,15 @@ class EngineProcess:
 
     async def run(self, request: MakeupRequest) -> MakeupResult:
         async with self._lock:
-            lost = _EngineLost("engine_crash", "")
-            for attempt in (1, 2):
-                try:
-                    await self._ensure_running()
-                    return await self._exchange(request)
-                except _EngineLost as error:
-                    lost = error
-                    log.warning("engine process lost (%s) on attempt %d; restarting", error.kind, attempt)
-                    self._discard()
-                    self.restarts += 1
-                except EngineStartError as error:
-                    log.error("engine process failed to start: %s", error)
-                    lost = _EngineLost("engine_start", "The makeup engine could not start. Please try later.")
-            raise JobFailed(lost.user_message, kind=lost.kind)
+            try:
+                return await self._attempt(request)
+            except _EngineLost as first:
+                log.warning("engine process lost (%s); retrying the job once", first.kind)
+            try:
+                return await self._attempt(request)
+            except _EngineLost as second:
+                log.error("engine process lost (%s) again; the job failed", second.kind)
+                raise JobFailed(second.user_message, kind=second.kind) from None
 
     async def close(self) -> None:
         async with self._lock:
@@ -116,6 +111,22 @@ class EngineProcess:
                     pass
             self._discard()
         self._io.shutdown(wait=False)
+
+    async def _attempt(self, request: MakeupRequest) -> MakeupResult:
+        """One try on a live child; a child lost on the way is killed here, to be replaced next time."""
+        try:
+            await self._ensure_running()
+        except EngineStartError as error:
+            log.error("engine process failed to start: %s", error)
+            raise _EngineLost(
+                "engine_start", "The makeup engine could not start. Please try later."
+            ) from None
+        try:
+            return await self._exchange(request)
+        except _EngineLost:
+            self._discard()
+            self.restarts += 1
+            raise
 
     async def _ensure_running(self) -> None:
         if self._process is not None and not self._process.is_alive():

@@ -16,15 +16,17 @@ from engine.api import REGIONS, MakeupRequest, MakeupResult
 from engine.errors import Role
 from engine.faces import FaceBackend, MediapipeBackend, usable_faces
 from engine.images import encode_image, load_image
-from engine.looks import get_look, look_targets
+from engine.looks import LookMakeup, get_look
 from engine.transfer import (
+    MIRROR_FROM_YAW,
+    Makeup,
     ReferenceFace,
+    ReferenceMakeup,
     analyse_selfie,
     blend,
     composite,
     crop_face,
     prepare_reference,
-    reference_targets,
     warp_reference,
 )
 from facelab.settings import EngineSettings
@@ -45,8 +47,15 @@ class EmbeddedEngine:
     def __init__(self, settings: EngineSettings, backend: FaceBackend | None = None) -> None:
         cv2.setNumThreads(settings.threads)
         self.settings = settings
-        self.backend = backend if backend is not None else MediapipeBackend(settings.working_size)
+        self._backend = backend
         self._references: OrderedDict[str, ReferenceFace] = OrderedDict()
+
+    @property
+    def backend(self) -> FaceBackend:
+        # Built on first use: a request refused at decoding never pays for (or logs) model loading.
+        if self._backend is None:
+            self._backend = MediapipeBackend(self.settings.working_size)
+        return self._backend
 
     def apply(self, request: MakeupRequest) -> MakeupResult:
         timings: dict[str, float] = {}
@@ -67,7 +76,12 @@ class EmbeddedEngine:
     def prepare_reference(self, rgb: np.ndarray) -> ReferenceFace:
         """Analyse a reference photo once (its largest face); reusable for any number of selfies."""
         face = usable_faces(self.backend.detect(rgb), "reference")[0]
-        return prepare_reference(rgb, face, self.settings.working_size)
+        mirrored = None
+        if abs(face.yaw_deg) > MIRROR_FROM_YAW:
+            # A turned head: its well-seen half, mirrored, stands in for the hidden one.
+            found = self.backend.detect(np.ascontiguousarray(rgb[:, ::-1]))
+            mirrored = found[0] if found else None
+        return prepare_reference(rgb, face, self.settings.working_size, mirrored)
 
     def apply_array(
         self,
@@ -95,17 +109,17 @@ class EmbeddedEngine:
             crop = crop_face(selfie, face, self.settings.working_size)
             with _timed(timings, "transfer"):
                 layers = analyse_selfie(crop)
-            valid = None
+            makeup: Makeup
             if reference is not None:
                 with _timed(timings, "align"):
-                    warped, valid = warp_reference(reference, crop.pts, crop.shape)
+                    warped, valid = warp_reference(reference, crop)
                 with _timed(timings, "transfer"):
-                    targets = reference_targets(layers, warped, valid)
+                    makeup = ReferenceMakeup(layers, warped, valid)
             else:
                 assert preset is not None
-                targets = look_targets(layers, preset)
+                makeup = LookMakeup(layers, preset)
             with _timed(timings, "transfer"):
-                delta = blend(layers, targets, strengths, valid)
+                delta = blend(layers, makeup, strengths)
             with _timed(timings, "composite"):
                 composite(output, crop, delta)
         return MadeUp(output, len(faces), timings)

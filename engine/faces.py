@@ -84,7 +84,7 @@ class MediapipeBackend:
     DETECT_SIZE = 640  # longest side of the copy the detector sees
     CROP_SCALE = 2.2  # crop side relative to the detector's box: the mesh wants some context
 
-    def __init__(self, working_size: int = 512) -> None:
+    def __init__(self, working_size: int = 256) -> None:
         from mediapipe.python.solutions import face_detection, face_mesh
 
         self._working_size = working_size
@@ -99,27 +99,47 @@ class MediapipeBackend:
             face = self._mesh_in_crop(rgb, box)
             if face is not None and not any(_overlaps(face, other) for other in faces):
                 faces.append(face)
-        if not faces:
-            # The full-range detector can miss a face filling the whole frame; the mesh's own
-            # short-range detector is made for exactly that.
-            h, w = rgb.shape[:2]
-            face = self._mesh_in_crop(rgb, (0, 0, w, h))
-            faces = [face] if face is not None else []
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
     def _detect_boxes(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Square crop boxes (x0, y0, x1, y1) in full-resolution pixels, one per detected face."""
+        """Square crop boxes (x0, y0, x1, y1) in full-resolution pixels, one per detected face.
+
+        The whole photo is searched at detector size first; when that finds nothing in a large photo,
+        overlapping tiles are searched too, so a face a few percent of a 12-megapixel frame is found.
+        """
         h, w = rgb.shape[:2]
-        scale = min(1.0, self.DETECT_SIZE / max(h, w))
-        small = (
-            rgb if scale == 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        )
-        result = self._detector.process(np.ascontiguousarray(small))
+        boxes = self._detect_in(rgb, 0, 0, w, h)
+        if not boxes:
+            # A face filling a tight crop can be too big for the full-range detector: show it smaller.
+            pad = max(h, w) // 2
+            padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+            boxes = [
+                (max(0, x0 - pad), max(0, y0 - pad), min(w, x1 - pad), min(h, y1 - pad))
+                for x0, y0, x1, y1 in self._detect_in(padded, 0, 0, w + 2 * pad, h + 2 * pad)
+            ]
+        tile = 2 * self.DETECT_SIZE
+        if not boxes and max(h, w) > tile:
+            step = tile * 3 // 4
+            for y0 in range(0, max(h - tile, 0) + step, step):
+                for x0 in range(0, max(w - tile, 0) + step, step):
+                    boxes += self._detect_in(rgb, x0, y0, min(w, x0 + tile), min(h, y0 + tile))
+        return boxes
+
+    def _detect_in(
+        self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int
+    ) -> list[tuple[int, int, int, int]]:
+        h, w = rgb.shape[:2]
+        window = rgb[y0:y1, x0:x1]
+        scale = min(1.0, self.DETECT_SIZE / max(window.shape[:2]))
+        if scale < 1.0:
+            window = cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        result = self._detector.process(np.ascontiguousarray(window))
         boxes = []
         for detection in result.detections or []:
             rel = detection.location_data.relative_bounding_box
-            cx, cy = (rel.xmin + rel.width / 2) * w, (rel.ymin + rel.height / 2) * h
-            half = self.CROP_SCALE * max(rel.width * w, rel.height * h) / 2
+            bw, bh = rel.width * (x1 - x0), rel.height * (y1 - y0)
+            cx, cy = x0 + rel.xmin * (x1 - x0) + bw / 2, y0 + rel.ymin * (y1 - y0) + bh / 2
+            half = self.CROP_SCALE * max(bw, bh) / 2
             boxes.append(
                 (
                     max(0, int(cx - half)),

@@ -11,7 +11,7 @@ import numpy as np
 
 from engine.api import REGIONS
 from engine.errors import UnknownLookError
-from engine.transfer import SelfieLayers, to_lab
+from engine.transfer import Box, SelfieLayers, to_lab
 
 LOOKS_FILE = Path(__file__).with_name("looks.toml")
 
@@ -56,17 +56,22 @@ def get_look(name: str) -> Look:
     return looks[name]
 
 
-def look_targets(selfie: SelfieLayers, look: Look) -> dict[str, np.ndarray]:
-    """Per region, the selfie's structure tinted with the look's colour: chroma is the colour's, and
-    lightness is scaled so the region's mean matches it while the selfie's shading stays."""
-    targets = {}
-    for region, colour in look.regions.items():
-        mask = selfie.masks[region] > 0.3
-        structure = selfie.structure
-        mean_l = float(structure[:, :, 0][mask].mean()) if mask.any() else colour.lab[0]
+class LookMakeup:
+    """A preset look on one selfie face: per region, the look's chroma, with lightness scaled so the
+    region's mean matches the colour while the selfie's own shading stays."""
+
+    def __init__(self, selfie: SelfieLayers, look: Look) -> None:
+        self.selfie = selfie
+        self.look = look
+        self.regions = tuple(look.regions)
+
+    def target(self, region: str, box: Box) -> np.ndarray:
+        colour = self.look.regions[region]
+        structure = self.selfie.structure[box]
+        core = self.selfie.masks[region][box] > 0.3
+        mean_l = float(structure[:, :, 0][core].mean()) if core.any() else colour.lab[0]
         target = np.empty_like(structure)
         target[:, :, 0] = structure[:, :, 0] * np.clip(colour.lab[0] / max(mean_l, 1.0), 0.3, 1.6)
         target[:, :, 1] = colour.lab[1]
         target[:, :, 2] = colour.lab[2]
-        targets[region] = structure + colour.opacity * (target - structure)
-    return targets
+        return structure + colour.opacity * (target - structure)

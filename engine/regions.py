@@ -37,8 +37,21 @@ def _fill(shape: tuple[int, int], pts: np.ndarray, polys: list[tuple[int, ...]])
     return mask.astype(np.float32) / 255.0
 
 
-def _feather(mask: np.ndarray, sigma: float) -> np.ndarray:
-    return cv2.GaussianBlur(mask, (0, 0), max(sigma, 0.5))
+def blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; a wide one runs on a downsampled copy (a smooth result loses nothing there)
+    and costs about the same as a narrow one."""
+    factor = int(sigma / 2.0)
+    if factor < 2:
+        return cv2.GaussianBlur(image, (0, 0), max(sigma, 0.5))
+    h, w = image.shape[:2]
+    small = cv2.resize(
+        image, ((w + factor - 1) // factor, (h + factor - 1) // factor), interpolation=cv2.INTER_AREA
+    )
+    small = cv2.GaussianBlur(small, (0, 0), sigma / factor)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+_feather = blur
 
 
 def _eye_shadow_zone(pts: np.ndarray, lid: tuple[int, ...], brow_lower: tuple[int, ...]) -> np.ndarray:
@@ -66,7 +79,7 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
     )
 
     # Lips: a soft outer edge, a hard inner one (teeth and the inside of the mouth stay untouched).
-    lips = _feather(lips_outer, 0.02 * iod) * (1.0 - mouth)
+    lips = blur(lips_outer, 0.02 * iod) * (1.0 - mouth)
 
     # Eyes: shadow between lid and brow plus a liner band around the eye; the eyeball stays untouched.
     zones = np.zeros(shape, np.uint8)
@@ -75,8 +88,8 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
         cv2.fillPoly(zones, [np.round(poly * _ONE).astype(np.int32)], (255,), cv2.LINE_AA, _SHIFT)
     liner = cv2.dilate((eyeballs * 255).astype(np.uint8), _disk(0.06 * iod))
     eyes_zone = np.maximum(zones, liner).astype(np.float32) / 255.0
-    brows = _feather(cv2.dilate(brows_hard, _disk(0.02 * iod)), 0.025 * iod)
-    eyes_soft = _feather(eyes_zone, 0.08 * iod) * (1.0 - brows)
+    brows = blur(cv2.dilate(brows_hard, _disk(0.02 * iod)), 0.025 * iod)
+    eyes_soft = blur(eyes_zone, 0.08 * iod) * (1.0 - brows)
     eyes = eyes_soft * (1.0 - eyeballs)
 
     blush = np.zeros(shape, np.float32)
@@ -84,14 +97,23 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
         center = tuple(int(v) for v in np.round(pts[idx] * _ONE))
         axes = (int(0.28 * iod * _ONE), int(0.2 * iod * _ONE))
         cv2.ellipse(blush, center, axes, 0.0, 0, 360, 1.0, -1, cv2.LINE_AA, _SHIFT)  # type: ignore[call-overload]
-    blush = _feather(blush, 0.12 * iod)
+    blush = blur(blush, 0.12 * iod)
 
-    oval = _feather(_fill(shape, pts, [FACE_OVAL]), 0.04 * iod) * _forehead_fade(pts, shape)
     # The same soft edges as the feature masks, so skin and features blend without a gap or a seam.
-    features = np.maximum.reduce([_feather(lips_outer, 0.02 * iod), eyes_soft, eyeballs, brows])
-    skin = oval * (1.0 - features)
-    blush *= oval * (1.0 - features)
-    return {"lips": lips, "eyes": eyes, "brows": brows, "blush": blush, "skin": skin}
+    features = np.maximum.reduce([blur(lips_outer, 0.02 * iod), eyes_soft, eyeballs, brows])
+    skin = (1.0 - features) * _forehead_fade(pts, shape)
+    masks = {"lips": lips, "eyes": eyes, "brows": brows, "blush": blush * skin, "skin": skin}
+    oval = _inner_fade(pts, shape, 0.12 * iod)
+    return {name: m * oval for name, m in masks.items()}
+
+
+def _inner_fade(pts: np.ndarray, shape: tuple[int, int], width: float) -> np.ndarray:
+    """0 on and outside the face outline, rising smoothly to 1 at `width` inside it: nothing outside
+    the face ever changes, and no edge shows."""
+    outline = np.zeros(shape, np.uint8)
+    cv2.fillPoly(outline, [np.round(pts[list(FACE_OVAL)] * _ONE).astype(np.int32)], (1,), cv2.LINE_8, _SHIFT)
+    t = np.clip(cv2.distanceTransform(outline, cv2.DIST_L2, 3) / max(width, 1.0), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
 
 
 def _disk(radius: float) -> np.ndarray:
@@ -109,6 +131,7 @@ def _forehead_fade(pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     fade_start = brow_y + 0.15 * (top_y - brow_y)
     fade_end = brow_y + 0.7 * (top_y - brow_y)
     h, w = shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    ys = np.arange(h, dtype=np.float32)[:, None]
     height = (xs - chin[0]) * axis[0] + (ys - chin[1]) * axis[1]
     return np.clip((fade_end - height) / max(fade_end - fade_start, 1e-6), 0.0, 1.0).astype(np.float32)

@@ -19,15 +19,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from engine.faces import Face
-from engine.regions import LEFT_EYE, LIPS_INNER, RIGHT_EYE, region_masks
+from engine.regions import CHIN, LEFT_EYE, LIPS_INNER, RIGHT_EYE, blur, region_masks
 
 CROP_MARGIN = 0.12  # crop = landmark box grown by this fraction per side
 N_MESH = 468  # the iris points are not part of the triangulation
+MIDLINE_TOP = 168  # between the brows; with the chin it gives the face's midline
 
 # How far the reference may move each region: lightness ratio range, then a* and b* offset ranges.
 # Lips and eyes take the reference's look; blush may only add warmth; on skin the reference adds a
@@ -36,7 +38,7 @@ Limits = tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
 REGION_LIMITS: dict[str, Limits] = {
     "lips": ((0.3, 1.6), (-60.0, 60.0), (-60.0, 60.0)),
     "eyes": ((0.25, 1.05), (-40.0, 40.0), (-40.0, 40.0)),
-    "brows": ((0.3, 1.0), (-10.0, 10.0), (-10.0, 10.0)),
+    "brows": ((0.3, 1.0), (-5.0, 5.0), (-5.0, 5.0)),
     "blush": ((0.95, 1.02), (0.0, 12.0), (-5.0, 5.0)),
     "skin": ((0.97, 1.03), (-3.0, 3.0), (-3.0, 3.0)),
 }
@@ -44,7 +46,7 @@ MAX_LIGHTEN = {"eyes": 1.08, "brows": 1.0}
 # Regions whose own shading the selfie keeps: the reference's change is blurred and applied on top.
 SHEER_REGIONS = ("blush", "skin")
 # Opacity of each region at strength 1: foundation and blush stay sheer.
-REGION_OPACITY: dict[str, float] = {"lips": 1.0, "eyes": 1.0, "brows": 0.8, "blush": 0.8, "skin": 0.6}
+REGION_OPACITY: dict[str, float] = {"lips": 1.0, "eyes": 1.0, "brows": 0.6, "blush": 0.8, "skin": 0.6}
 
 
 @dataclass(frozen=True)
@@ -69,16 +71,37 @@ class SelfieLayers:
     structure: np.ndarray  # HxWx3: structure lightness, smoothed a and b
     base: np.ndarray  # HxWx3: bare-skin tone and lighting
     masks: dict[str, np.ndarray]
+    boxes: dict[str, Box]  # where each mask is non-zero: the only pixels its region touches
+
+
+Box = tuple[slice, slice]
+
+
+class Makeup(Protocol):
+    """A source of makeup (a reference photo or a preset look) for one selfie face."""
+
+    regions: tuple[str, ...]
+
+    def target(self, region: str, box: Box) -> np.ndarray:
+        """The selfie's structure layers (Lab) wearing this makeup, inside `box`."""
+        ...
 
 
 @dataclass(frozen=True)
 class ReferenceFace:
     """The reference's face crop in CIELAB, with eyeballs and mouth interior filled from around them
-    (so an open mouth or wider eyes cannot paint teeth or sclera onto the selfie)."""
+    (so an open mouth or wider eyes cannot paint teeth or sclera onto the selfie).
+
+    A turned head shows one half of the face foreshortened, half hidden, with background beside it;
+    `mirrored` is then the same face from the horizontally flipped photo, whose well-seen half
+    stands in for the far one (makeup is nearly always symmetric).
+    """
 
     lab: np.ndarray
     pts: np.ndarray
     iod: float
+    yaw_deg: float
+    mirrored: ReferenceFace | None = None
 
 
 def crop_face(rgb: np.ndarray, face: Face, working_size: int) -> FaceCrop:
@@ -102,14 +125,25 @@ def to_rgb(lab: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255.0
 
 
-def prepare_reference(rgb: np.ndarray, face: Face, working_size: int) -> ReferenceFace:
+# From this head turn (degrees) the far half of the reference is replaced by the mirrored near half,
+# fully so from twice this.
+MIRROR_FROM_YAW = 12.0
+
+
+def prepare_reference(
+    rgb: np.ndarray, face: Face, working_size: int, mirrored_face: Face | None = None
+) -> ReferenceFace:
+    """`mirrored_face`: the face found in `rgb[:, ::-1]`, used when the head is turned."""
+    mirrored = None
+    if mirrored_face is not None and abs(face.yaw_deg) > MIRROR_FROM_YAW:
+        mirrored = prepare_reference(np.ascontiguousarray(rgb[:, ::-1]), mirrored_face, working_size)
     crop = crop_face(rgb, face, working_size)
     holes = np.zeros(crop.rgb.shape[:2], np.uint8)
     for poly in (LIPS_INNER, RIGHT_EYE, LEFT_EYE):
         cv2.fillPoly(holes, [np.round(crop.pts[list(poly)]).astype(np.int32)], (255,))
     grown = cv2.dilate(holes, np.ones((3, 3), np.uint8))
     filled = cv2.inpaint(crop.rgb, grown, max(3.0, 0.03 * crop.iod), cv2.INPAINT_TELEA)
-    return ReferenceFace(to_lab(filled), crop.pts, crop.iod)
+    return ReferenceFace(to_lab(filled), crop.pts, crop.iod, face.yaw_deg, mirrored)
 
 
 def analyse_selfie(crop: FaceCrop) -> SelfieLayers:
@@ -117,7 +151,12 @@ def analyse_selfie(crop: FaceCrop) -> SelfieLayers:
     masks = region_masks(crop.pts, crop.shape, crop.iod)
     structure = structure_layers(lab, crop.iod)
     base = skin_base(structure, masks["skin"] > 0.5, crop.pts)
-    return SelfieLayers(crop, lab, structure, base, masks)
+    return SelfieLayers(crop, lab, structure, base, masks, {r: _nonzero_box(m) for r, m in masks.items()})
+
+
+def _nonzero_box(mask: np.ndarray) -> Box:
+    x, y, w, h = cv2.boundingRect((mask > 0).astype(np.uint8))
+    return slice(y, y + h), slice(x, x + w)
 
 
 def structure_layers(lab: np.ndarray, iod: float) -> np.ndarray:
@@ -148,9 +187,10 @@ def skin_base(structure: np.ndarray, skin: np.ndarray, pts: np.ndarray) -> np.nd
     residual = np.abs(samples[:, 0] - design @ coef[:, 0])
     inliers = residual < 2.5 * np.median(residual) + 1e-3
     coef, *_ = np.linalg.lstsq(design[inliers], samples[inliers], rcond=None)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    full = _quadratic_terms((gx.ravel() - center[0]) / span, (gy.ravel() - center[1]) / span)
-    return (full @ coef.astype(np.float32)).reshape(h, w, 3).astype(np.float32)
+    u = ((np.arange(w, dtype=np.float32) - center[0]) / span)[None, :, None]
+    v = ((np.arange(h, dtype=np.float32) - center[1]) / span)[:, None, None]
+    c = coef.astype(np.float32)
+    return c[0] + u * (c[1] + u * c[3] + v * c[4]) + v * (c[2] + v * c[5])
 
 
 def _quadratic_terms(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -174,29 +214,56 @@ def mesh_triangles() -> np.ndarray:
     return np.array(sorted(triangles), dtype=np.int32)
 
 
-def warp_reference(
-    ref: ReferenceFace, dst_pts: np.ndarray, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def warp_reference(ref: ReferenceFace, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
     """The reference warped onto the selfie crop (HxWx3 Lab) and where the warp is defined (HxW bool).
 
     Each destination pixel looks up its triangle in a rasterised index image; all the triangles'
     affine maps are solved at once, and one `cv2.remap` samples the reference.
     """
-    triangles = mesh_triangles()
+    index = _triangle_index(crop.pts, crop.shape)
+    warped = _sample(ref, crop.pts, index)
+    valid = index > 0
+    if ref.mirrored is None:
+        return warped, valid
+    far = _far_half(crop, ref.yaw_deg)
+    blended = warped + far[:, :, None] * (_sample(ref.mirrored, crop.pts, index) - warped)
+    return blended, valid
+
+
+def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per pixel, 1 + the index of the mesh triangle covering it (0: outside the mesh)."""
     index = np.zeros(shape, np.int32)
-    fixed = np.round(dst_pts[triangles] * 16).astype(np.int32)
+    fixed = np.round(dst_pts[mesh_triangles()] * 16).astype(np.int32)
     for i, tri in enumerate(fixed):
         cv2.fillConvexPoly(index, tri, (i + 1,), cv2.LINE_8, 4)
+    return index
+
+
+def _sample(ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray) -> np.ndarray:
+    triangles = mesh_triangles()
     ys, xs = np.nonzero(index)
-    valid = index > 0
     maps = _triangle_affines(dst_pts[triangles], ref.pts[triangles])[index[ys, xs] - 1]
-    map_x = np.full(shape, -1.0, np.float32)
-    map_y = np.full(shape, -1.0, np.float32)
+    map_x = np.full(index.shape, -1.0, np.float32)
+    map_y = np.full(index.shape, -1.0, np.float32)
     fx, fy = xs.astype(np.float32), ys.astype(np.float32)
     map_x[ys, xs] = maps[:, 0, 0] * fx + maps[:, 0, 1] * fy + maps[:, 0, 2]
     map_y[ys, xs] = maps[:, 1, 0] * fx + maps[:, 1, 1] * fy + maps[:, 1, 2]
-    warped = cv2.remap(ref.lab, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return warped, valid
+    return cv2.remap(ref.lab, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _far_half(crop: FaceCrop, yaw_deg: float) -> np.ndarray:
+    """How much of the mirrored reference each selfie pixel takes: the half of the selfie's face
+    that matches the reference's far side (image right for a positive yaw), with a soft midline."""
+    top, chin = crop.pts[MIDLINE_TOP], crop.pts[CHIN]
+    axis = (chin - top) / max(float(np.linalg.norm(chin - top)), 1e-6)
+    towards_right = np.array([axis[1], -axis[0]], np.float32)  # image right for an upright face
+    h, w = crop.shape
+    xs = np.arange(w, dtype=np.float32)[None, :] - top[0]
+    ys = np.arange(h, dtype=np.float32)[:, None] - top[1]
+    side = np.clip((xs * towards_right[0] + ys * towards_right[1]) / (0.15 * crop.iod), -1.0, 1.0)
+    right = 0.5 + 0.75 * side - 0.25 * side**3  # smooth step from 0 (left) to 1 (right)
+    amount = float(np.clip(abs(yaw_deg) / MIRROR_FROM_YAW - 1.0, 0.0, 1.0))
+    return (amount * (right if yaw_deg > 0 else 1.0 - right)).astype(np.float32)
 
 
 def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
@@ -209,65 +276,96 @@ def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     return np.transpose(solved, (0, 2, 1)).astype(np.float32)
 
 
-def reference_targets(selfie: SelfieLayers, warped: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-    """Per region, the selfie's structure with the reference's makeup on it."""
-    ref_structure = structure_layers(warped, selfie.crop.iod)
-    ref_base = skin_base(ref_structure, (selfie.masks["skin"] > 0.5) & valid, selfie.crop.pts)
-    ratio = ref_structure[:, :, 0] / np.maximum(ref_base[:, :, 0], 1.0)
-    offset = ref_structure[:, :, 1:] - ref_base[:, :, 1:]
-    sigma = 0.15 * selfie.crop.iod
-    smooth_ratio = cv2.GaussianBlur(ratio, (0, 0), sigma)
-    smooth_offset = cv2.GaussianBlur(offset, (0, 0), sigma)
-    targets = {}
-    for region, (lightness, a_range, b_range) in REGION_LIMITS.items():
+class ReferenceMakeup:
+    """What the reference's makeup adds, aligned to one selfie face: per pixel, the reference's
+    lightness as a ratio to its own base and its chroma as an offset from it."""
+
+    regions = tuple(REGION_LIMITS)
+
+    def __init__(self, selfie: SelfieLayers, warped: np.ndarray, valid: np.ndarray) -> None:
+        self.selfie = selfie
+        self.valid = valid
+        ref_structure = structure_layers(warped, selfie.crop.iod)
+        ref_base = skin_base(ref_structure, (selfie.masks["skin"] > 0.5) & valid, selfie.crop.pts)
+        self.ratio = ref_structure[:, :, 0] / np.maximum(ref_base[:, :, 0], 1.0)
+        self.offset = ref_structure[:, :, 1:] - ref_base[:, :, 1:]
+        # Skin and cheeks only take the reference's broad strokes (see SHEER_REGIONS).
+        sigma = 0.15 * selfie.crop.iod
+        self.smooth_ratio = blur(self.ratio, sigma)
+        self.smooth_offset = blur(self.offset, sigma)
+
+    def target(self, region: str, box: Box) -> np.ndarray:
+        lightness, a_range, b_range = REGION_LIMITS[region]
+        structure = self.selfie.structure[box]
         if region in SHEER_REGIONS:
             # Contour, bronzer or blush on top of the selfie's own skin, never a skin swap.
-            target_l = selfie.structure[:, :, 0] * np.clip(smooth_ratio, *lightness)
-            target_ab = selfie.structure[:, :, 1:] + _clip_ab(smooth_offset, a_range, b_range)
+            target_l = structure[:, :, 0] * np.clip(self.smooth_ratio[box], *lightness)
+            target_a = structure[:, :, 1] + np.clip(self.smooth_offset[box][:, :, 0], *a_range)
+            target_b = structure[:, :, 2] + np.clip(self.smooth_offset[box][:, :, 1], *b_range)
         else:
-            target_l = selfie.base[:, :, 0] * np.clip(ratio, *lightness)
-            target_ab = selfie.base[:, :, 1:] + _clip_ab(offset, a_range, b_range)
+            base = self.selfie.base[box]
+            target_l = base[:, :, 0] * np.clip(self.ratio[box], *lightness)
+            target_a = base[:, :, 1] + np.clip(self.offset[box][:, :, 0], *a_range)
+            target_b = base[:, :, 2] + np.clip(self.offset[box][:, :, 1], *b_range)
         # Brows are filled and darkened, never erased; lids lighten only a little, so a pale
         # reference lid cannot paint a light patch on a darker selfie.
-        target_l = np.minimum(target_l, selfie.structure[:, :, 0] * MAX_LIGHTEN.get(region, np.inf))
-        targets[region] = np.dstack([target_l, target_ab])
-    return targets
+        target_l = np.minimum(target_l, structure[:, :, 0] * MAX_LIGHTEN.get(region, np.inf))
+        target = np.dstack([target_l, target_a, target_b])
+        return np.where(self.valid[box][:, :, None], target, structure)
 
 
-def _clip_ab(offset: np.ndarray, a_range: tuple[float, float], b_range: tuple[float, float]) -> np.ndarray:
-    return np.dstack([np.clip(offset[:, :, 0], *a_range), np.clip(offset[:, :, 1], *b_range)])
-
-
-def blend(
-    selfie: SelfieLayers,
-    targets: Mapping[str, np.ndarray],
-    strengths: Mapping[str, float],
-    valid: np.ndarray | None = None,
-) -> np.ndarray:
-    """The RGB change (HxWx3 float32, 0 where nothing changes) for the crop."""
-    change: np.ndarray = np.zeros_like(selfie.lab)
-    coverage = np.zeros(selfie.lab.shape[:2], np.float32)
-    for region, target in targets.items():
-        weight = strengths.get(region, 0.0) * REGION_OPACITY[region] * selfie.masks[region]
-        if not weight.any():
+def blend(selfie: SelfieLayers, makeup: Makeup, strengths: Mapping[str, float]) -> np.ndarray:
+    """The RGB change (HxWx3 float32, exactly 0 where nothing changes) for the crop."""
+    change = np.zeros_like(selfie.lab)
+    touched = np.zeros(selfie.lab.shape[:2], bool)
+    for region in makeup.regions:
+        amount = strengths.get(region, 0.0) * REGION_OPACITY[region]
+        box = selfie.boxes[region]
+        if amount <= 0.0 or box[0].start == box[0].stop:
             continue
-        change += weight[:, :, None] * (target - selfie.structure)
-        coverage += weight
-    if valid is not None:
-        change *= valid[:, :, None]
-        coverage *= valid
-    made_up = to_rgb(selfie.lab + change)
-    delta: np.ndarray = made_up - selfie.crop.rgb.astype(np.float32)
-    delta[coverage <= 0] = 0.0  # the Lab round trip is not exact: untouched pixels get exactly 0
+        weight = amount * selfie.masks[region][box]
+        change[box] += weight[:, :, None] * (makeup.target(region, box) - selfie.structure[box])
+        touched[box] |= weight > 0
+    ys, xs = np.nonzero(touched)
+    if len(ys) == 0:
+        return np.zeros_like(selfie.lab)
+    # Convert back to RGB only where something changed; the Lab round trip is not exact, so every
+    # untouched pixel gets a change of exactly 0.
+    box = slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
+    made_up = to_rgb(selfie.lab[box] + change[box])
+    delta = np.zeros_like(selfie.lab)
+    delta[box] = np.where(touched[box][:, :, None], made_up - selfie.crop.rgb[box].astype(np.float32), 0.0)
     return delta
 
 
 def composite(image: np.ndarray, crop: FaceCrop, delta: np.ndarray) -> None:
-    """Add the crop's colour change to the full-resolution image in place, inside the crop only."""
-    x0, y0, x1, y1 = crop.box
+    """Add the crop's colour change to the full-resolution image in place.
+
+    The change is split into rounded positive and negative uint8 parts, upscaled, and applied with
+    saturating adds inside its own bounding box: fast at 12 megapixels, and exactly 0 (so
+    bit-identical pixels) wherever nothing changes.
+    """
+    ys, xs = np.nonzero(np.any(delta != 0.0, axis=2))
+    if len(ys) == 0:
+        return
+    # The changed box at working size, a pixel wider for the interpolation, and at full resolution.
+    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, delta.shape[0])
+    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, delta.shape[1])
+    bx0, by0, bx1, by1 = crop.box
+    # Working-size pixels per full-resolution pixel, exactly as the crop was resized (1 if it wasn't).
+    rx, ry = delta.shape[1] / (bx1 - bx0), delta.shape[0] / (by1 - by0)
+    fx0, fy0 = bx0 + int(x0 / rx), by0 + int(y0 / ry)
+    fx1, fy1 = min(bx1, bx0 + int(np.ceil(x1 / rx))), min(by1, by0 + int(np.ceil(y1 / ry)))
+    part = delta[y0:y1, x0:x1]
+    lighter: np.ndarray = np.clip(part + 0.5, 0, 255).astype(np.uint8)
+    darker: np.ndarray = np.clip(0.5 - part, 0, 255).astype(np.uint8)
     if crop.scale < 1.0:
-        delta = cv2.resize(delta, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    region = image[y0:y1, x0:x1]
-    changed = np.any(delta != 0.0, axis=2)
-    made_up = np.clip(region.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
-    region[changed] = made_up[changed]
+        # Full-resolution pixel centres mapped into the working-size part, as cv2.resize maps them.
+        to_part = np.array(
+            [[rx, 0.0, (fx0 - bx0 + 0.5) * rx - 0.5 - x0], [0.0, ry, (fy0 - by0 + 0.5) * ry - 0.5 - y0]]
+        )
+        size, flags = (fx1 - fx0, fy1 - fy0), cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        lighter = cv2.warpAffine(lighter, to_part, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        darker = cv2.warpAffine(darker, to_part, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
+    region = image[fy0:fy1, fx0:fx1]
+    cv2.subtract(cv2.add(region, lighter, dst=region), darker, dst=region)

@@ -28,7 +28,7 @@ class EngineSettings(BaseModel):
     backend: Literal["embedded", "diffusion"] = "embedded"
     max_pixels: int = 40_000_000
     max_bytes: int = 25 * 1024 * 1024
-    working_size: int = 512
+    working_size: int = 256
     job_timeout_s: float = 60.0
     threads: int = 1
     diffusion: DiffusionSettings = DiffusionSettings()
@@ -39,6 +39,8 @@ class QueueSettings(BaseModel):
     max_size: int = 100
     per_user: int = 2
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # On shutdown, queued jobs get this long to finish; users of the rest are told to resend.
+    drain_timeout_s: float = 30.0
 
 
 class DatabaseSettings(BaseModel):

@@ -1,0 +1,88 @@
+"""Median milliseconds per image of the embedded engine on one CPU core, split by stage.
+
+    python bench/engine.py [--runs 15] [--selfie NAME] [--reference NAME]
+
+Two selfies: a 512x512 one and a 12-megapixel one, both made by upscaling a shared face photo from
+../shared/data/faces. The reference is analysed once (the engine caches it per reference), so the
+figures are per selfie; the reference's own analysis is printed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder comes first on sys.path and its name would hide the `engine`
+# package; the repository root must come first instead.
+sys.path[0] = str(REPO_ROOT)
+FACES_DIR = Path(os.environ.get("FACELAB_FACES_DIR", REPO_ROOT.parent / "shared/data/faces"))
+STAGES = ("detect", "align", "transfer", "composite")
+
+
+def pin_to_one_core() -> None:
+    """One core for everything: OpenCV, numpy and mediapipe's TFLite threads alike."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    cv2.setNumThreads(1)
+
+
+def read(kind: str, name: str) -> np.ndarray:
+    from engine.images import load_image
+
+    return load_image((FACES_DIR / kind / name).read_bytes(), max_pixels=10**8, max_bytes=10**8)
+
+
+def median_timings(engine, selfie: np.ndarray, reference, runs: int) -> dict[str, float]:
+    for _ in range(3):  # warm-up: first calls build TFLite interpreters and caches
+        engine.apply_array(selfie, reference)
+    samples: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "total")}
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = engine.apply_array(selfie, reference)
+        samples["total"].append((time.perf_counter() - start) * 1000.0)
+        for stage in STAGES:
+            samples[stage].append(result.timings_ms.get(stage, 0.0))
+    return {stage: statistics.median(values) for stage, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--selfie", default="sm_source_02.jpg")
+    parser.add_argument("--reference", default="elegant_ref_02.png")
+    args = parser.parse_args()
+    pin_to_one_core()
+
+    from engine.embedded import EmbeddedEngine
+    from facelab.settings import EngineSettings
+
+    engine = EmbeddedEngine(EngineSettings(threads=1))
+    face = read("source", args.selfie)
+    reference_photo = read("reference", args.reference)
+    start = time.perf_counter()
+    for _ in range(3):
+        engine.prepare_reference(reference_photo)
+    reference = engine.prepare_reference(reference_photo)
+    reference_ms = (time.perf_counter() - start) * 1000.0 / 4
+
+    selfies = {
+        "512x512": cv2.resize(face, (512, 512), interpolation=cv2.INTER_CUBIC),
+        "12 MP (4000x3000)": cv2.resize(face, (4000, 3000), interpolation=cv2.INTER_CUBIC),
+    }
+    print(f"selfie {args.selfie}, reference {args.reference}, one core, median of {args.runs} runs (ms)")
+    print(f"reference analysis (once per reference): {reference_ms:.1f}")
+    print(f"{'image':<20}" + "".join(f"{s:>11}" for s in (*STAGES, "total")))
+    for label, selfie in selfies.items():
+        figures = median_timings(engine, selfie, reference, args.runs)
+        print(f"{label:<20}" + "".join(f"{figures[s]:>11.1f}" for s in (*STAGES, "total")))
+
+
+if __name__ == "__main__":
+    main()

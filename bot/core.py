@@ -1,0 +1,770 @@
+"""The conversation core: the chat rules of Face Lab, shared by every platform.
+
+Adapters (Telegram, Discord, the web playground) translate their platform's updates into calls on
+`Core` with plain data (`Origin`, bytes, text) and implement `Messenger` so the core can answer.
+The core never sees a platform object, and it keeps photos in memory only.
+
+Rules a user can guess, per (platform, chat, user), so people in one group never mix:
+- the first photo is the selfie, the second the reference (a face wearing the makeup wanted);
+- a caption "ref"/"reference" or "me"/"selfie" says which one a photo is;
+- an album of two photos is both at once (selfie first);
+- a photo sent as a reply to a photo uses the replied photo as the reference;
+- `/look NAME` replaces the reference with a preset look; `/reset` starts over;
+- a lone photo is forgotten after `bot.pending_ttl_s` seconds.
+A result's buttons re-run it from inputs kept for `bot.result_cache_s`; only its requester may use them.
+
+Adapter sketch (any platform):
+
+    core = Core(settings, queue, storage)
+    core.add_messenger(MyMessenger())                 # implements Messenger, platform="web"
+    origin = Origin("web", chat_id="s1", user_id="u1", message_id="m7")
+    await core.on_photo(origin, selfie_bytes)         # "Got your selfie. Now send the reference..."
+    await core.on_photo(origin, reference_bytes)      # queued; the result arrives via send_image
+    await core.on_command(origin, "strength", "40")
+    notice = await core.on_button(origin, button.data)  # show `notice` to the presser only
+    await core.close()                                # after queue.close(): waits for deliveries
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from bot.queue import Job, JobQueue, QueueError, Ticket
+from engine.api import MakeupRequest, MakeupResult
+from engine.compare import before_after
+from engine.errors import EngineError
+from engine.looks import load_looks
+from facelab.settings import Settings
+from storage import Storage, StorageUnavailable, UsageRecord, UsageStatus
+
+log = logging.getLogger(__name__)
+
+# Commands every adapter registers (Telegram setMyCommands, Discord app commands), with their help.
+COMMANDS: dict[str, str] = {
+    "start": "what Face Lab does and how to use it",
+    "help": "how to use Face Lab",
+    "strength": "how strong the makeup is, 0-100 (remembered)",
+    "look": "use a preset look instead of a reference photo",
+    "reset": "forget the photos you sent and start over",
+    "stats": "your own usage",
+    "forget": "delete everything stored about you",
+    "privacy": "what is stored and for how long",
+}
+
+STRENGTH_CHOICES = (20, 40, 60, 80, 100)
+STRENGTH_STEP = 20  # the "stronger" / "softer" buttons
+ACTION_EVERY_S = 4.0  # chat actions ("sending a photo...") fade after about 5 s on Telegram
+SWEEP_EVERY_S = 30.0
+
+Role = Literal["selfie", "reference"]
+ROLE_WORDS: dict[str, Role] = {
+    "me": "selfie",
+    "selfie": "selfie",
+    "ref": "reference",
+    "reference": "reference",
+}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a message came from, and where the answer goes.
+
+    Ids are the platform's, as text; the core never interprets them and only hands `chat_id` and
+    `message_id` back to the `Messenger` of `platform` (so an adapter may put anything there that
+    lets it reply, e.g. an interaction token). `message_id` is the message answers reply to.
+    """
+
+    platform: str
+    chat_id: str
+    user_id: str
+    message_id: str | None = None
+    chat_type: Literal["private", "group"] = "private"
+
+    @property
+    def person(self) -> tuple[str, str]:
+        return (self.platform, self.user_id)
+
+    @property
+    def conversation(self) -> tuple[str, str, str]:
+        return (self.platform, self.chat_id, self.user_id)
+
+
+@dataclass(frozen=True)
+class Button:
+    """An inline button under a message. `data` (at most 64 ASCII bytes, Telegram's limit) goes back
+    to `Core.on_button` unchanged when someone presses it."""
+
+    label: str
+    data: str
+
+
+class Messenger(Protocol):
+    """What an adapter implements so the core can answer on its platform.
+
+    Methods raise whatever their platform raises on failure; the core logs it and carries on.
+    Buttons are laid out by the adapter (e.g. two or three per row). Texts are plain text.
+    """
+
+    platform: str  # matches Origin.platform, e.g. "telegram"
+    # True when send_image may shrink the image (Telegram photos): results then get a
+    # "Full resolution" button, answered with send_image(..., as_file=True).
+    compresses_images: bool
+
+    async def send_text(
+        self, chat_id: str, text: str, *, reply_to: str | None = None, buttons: Sequence[Button] = ()
+    ) -> None: ...
+
+    async def send_image(
+        self,
+        chat_id: str,
+        image: bytes,
+        *,
+        filename: str,
+        caption: str = "",
+        reply_to: str | None = None,
+        buttons: Sequence[Button] = (),
+        as_file: bool = False,
+    ) -> None: ...
+
+    async def send_action(self, chat_id: str) -> None:
+        """Show that the bot is working on something for this chat (Telegram's chat action,
+        Discord's typing indicator); called every few seconds while a job runs."""
+        ...
+
+
+@dataclass
+class _Pending:
+    """One person's photos in one chat, waiting for their partner."""
+
+    touched: float
+    selfie: bytes | None = None
+    reference: bytes | None = None
+    look: str | None = None
+    selfie_guessed: bool = False  # the selfie came without a caption saying so
+
+
+@dataclass
+class _Album:
+    origin: Origin
+    last_added: float
+    photos: list[tuple[bytes, str]] = field(default_factory=list)  # (image, caption)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a job was made from; a result's buttons re-run it with one thing changed."""
+
+    selfie: bytes
+    reference: bytes | None
+    look: str | None
+    strength: int  # 0-100
+    regions: Mapping[str, float] | None = None
+
+    def request(self) -> MakeupRequest:
+        return MakeupRequest(
+            selfie=self.selfie,
+            reference=self.reference,
+            look=self.look,
+            strength=self.strength / 100,
+            regions=self.regions,
+        )
+
+
+@dataclass
+class _Result:
+    person: tuple[str, str]
+    inputs: _Inputs
+    image: bytes
+    created: float
+
+
+@dataclass(frozen=True)
+class _Caption:
+    role: Role | None = None
+    look: str | None = None
+    strength: str | None = None  # the raw argument of a "/strength N" caption
+
+
+class Core:
+    """The conversation core. Create one per process, register every adapter's `Messenger`, then
+    call the `on_*` entry points from the adapters' handlers. Entry points only enqueue work and
+    answer; they never wait for a job to run, so they return within a database round trip.
+
+    `clock` (monotonic seconds) times photo expiry and the result cache; `album_settle_s` is how
+    long an album waits for more photos after its latest one.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        storage: Storage,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        album_settle_s: float = 1.0,
+    ) -> None:
+        self._settings = settings.bot
+        self._engine_settings = settings.engine
+        self._queue = queue
+        self._storage = storage
+        self._clock = clock
+        self._album_settle_s = album_settle_s
+        self._messengers: dict[str, Messenger] = {}
+        self._pending: dict[tuple[str, str, str], _Pending] = {}
+        self._albums: dict[tuple[str, str, str, str], _Album] = {}
+        self._results: dict[str, _Result] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_sweep = clock()
+
+    def add_messenger(self, messenger: Messenger) -> None:
+        """Let the core answer on `messenger.platform`; one messenger per platform."""
+        self._messengers[messenger.platform] = messenger
+
+    # -- entry points -------------------------------------------------------------------------------
+
+    async def on_photo(
+        self,
+        origin: Origin,
+        image: bytes,
+        *,
+        caption: str = "",
+        album_id: str | None = None,
+        replied_photo: bytes | None = None,
+    ) -> None:
+        """A photo (or image file) from a user.
+
+        `caption`: its caption, if any (role words and "/look NAME" or "/strength N" are honoured).
+        `album_id`: set when the photo is one of an album sent as separate updates (Telegram's
+        media_group_id); the album's photos are taken together once no more arrive.
+        `replied_photo`: the photo of the message this one replies to, if any; it becomes the
+        reference and this photo the selfie, and the job starts at once.
+        """
+        self._sweep()
+        if album_id is not None:
+            self._add_to_album(origin, album_id, image, caption)
+            return
+        wanted = _read_caption(caption)
+        if wanted.strength is not None:
+            await self._reply(origin, await self._set_strength(origin, wanted.strength))
+        if replied_photo is not None:
+            await self._run_reply_pair(origin, image, replied_photo, wanted.role)
+            return
+        await self._collect(origin, image, wanted)
+
+    async def on_photos(self, origin: Origin, images: Sequence[bytes], *, caption: str = "") -> None:
+        """Several photos in one message (e.g. Discord attachments): two are the selfie and the
+        reference, in that order unless a caption role says otherwise; one is like `on_photo`."""
+        self._sweep()
+        await self._take_album(origin, [(image, caption) for image in images])
+
+    async def on_pair(
+        self,
+        origin: Origin,
+        selfie: bytes,
+        reference: bytes | None = None,
+        *,
+        look: str | None = None,
+        strength: int | None = None,
+    ) -> None:
+        """An explicit try-on (a slash command's attachments, the web form): `selfie` with either a
+        `reference` photo or a preset `look`. `strength` (0-100) overrides the user's for this job
+        only. Leaves the user's pending photos alone."""
+        self._sweep()
+        if (reference is None) == (look is None):
+            await self._reply(origin, "Send a selfie together with either a reference photo or a look.")
+            return
+        if strength is not None and not 0 <= strength <= 100:
+            await self._reply(origin, "Strength is a number from 0 to 100.")
+            return
+        await self._submit(origin, selfie, reference=reference, look=look, strength=strength)
+
+    async def on_command(self, origin: Origin, command: str, args: str = "") -> None:
+        """A command without its slash (and without any "@botname"), e.g. ("strength", "40")."""
+        self._sweep()
+        name = command.lstrip("/").split("@")[0].lower()
+        handler = {
+            "start": self._cmd_help,
+            "help": self._cmd_help,
+            "strength": self._cmd_strength,
+            "look": self._cmd_look,
+            "reset": self._cmd_reset,
+            "stats": self._cmd_stats,
+            "forget": self._cmd_forget,
+            "privacy": self._cmd_privacy,
+        }.get(name)
+        if handler is None:
+            await self._reply(origin, f"I don't know /{name}. Send /help to see what I can do.")
+            return
+        await handler(origin, args.strip())
+
+    async def on_button(self, origin: Origin, data: str) -> str:
+        """Someone pressed a `Button`; `origin` is the presser and the message the button is on.
+        Returns a short notice for the presser only (Telegram's callback answer, Discord's
+        ephemeral reply); anything for the chat is sent through the messenger."""
+        self._sweep()
+        action, _, argument = data.partition(":")
+        if action == "strength":
+            return await self._set_strength(origin, argument)
+        result = self._results.get(argument)
+        if result is None or self._clock() - result.created > self._settings.result_cache_s:
+            kept = _minutes(self._settings.result_cache_s)
+            return f"This result has expired (I keep photos for {kept} only). Send them again."
+        if result.person != origin.person:
+            return "Only the person who asked for this result can use its buttons."
+        return await self._result_action(origin, action, result)
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Wait (up to `timeout_s`) until every result or failure notice has been sent. Call it
+        after `queue.close()`, which settles every job, and before stopping the adapters."""
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("gave up delivering %d answer(s) at shutdown", len(late))
+
+    # -- collecting photos ----------------------------------------------------------------------------
+
+    async def _collect(self, origin: Origin, image: bytes, wanted: _Caption) -> None:
+        pending = self._pending_for(origin)
+        role = wanted.role or ("selfie" if pending.selfie is None else "reference")
+        if role == "selfie":
+            if wanted.role and pending.selfie_guessed and pending.reference is None and pending.look is None:
+                pending.reference = pending.selfie  # "me" on the second photo: the first was the reference
+            pending.selfie, pending.selfie_guessed = image, wanted.role is None
+        else:
+            pending.reference, pending.look = image, None
+        if wanted.look is not None:
+            pending.reference, pending.look = None, wanted.look
+        pending.touched = self._clock()
+        if pending.selfie is not None and (pending.reference is not None or pending.look is not None):
+            await self._run_pending(origin)
+            return
+        if role == "selfie":
+            await self._reply(
+                origin,
+                "Got your selfie. Now send the reference: a photo of a face wearing the makeup "
+                "you want (or choose a preset with /look NAME).",
+            )
+        else:
+            await self._reply(origin, "Got the reference. Now send your selfie.")
+
+    def _pending_for(self, origin: Origin) -> _Pending:
+        """The person's photos waiting in this chat (a fresh, empty set when they expired)."""
+        pending = self._pending.get(origin.conversation)
+        if pending is None or self._is_stale(pending):
+            pending = self._pending[origin.conversation] = _Pending(touched=self._clock())
+        return pending
+
+    async def _run_pending(self, origin: Origin) -> None:
+        pending = self._pending.pop(origin.conversation)
+        assert pending.selfie is not None
+        await self._submit(origin, pending.selfie, reference=pending.reference, look=pending.look)
+
+    async def _run_reply_pair(self, origin: Origin, image: bytes, replied: bytes, role: Role | None) -> None:
+        self._pending.pop(origin.conversation, None)
+        selfie, reference = (replied, image) if role == "reference" else (image, replied)
+        await self._submit(origin, selfie, reference=reference)
+
+    def _add_to_album(self, origin: Origin, album_id: str, image: bytes, caption: str) -> None:
+        key = (*origin.conversation, album_id)
+        now = asyncio.get_running_loop().time()
+        album = self._albums.get(key)
+        if album is None:
+            album = self._albums[key] = _Album(origin, now)
+            self._spawn(self._settle_album(key))
+        album.photos.append((image, caption))
+        album.last_added = now
+
+    async def _settle_album(self, key: tuple[str, str, str, str]) -> None:
+        loop = asyncio.get_running_loop()
+        album = self._albums[key]
+        while (delay := album.last_added + self._album_settle_s - loop.time()) > 0:
+            await asyncio.sleep(delay)
+        del self._albums[key]
+        await self._take_album(album.origin, album.photos)
+
+    async def _take_album(self, origin: Origin, photos: list[tuple[bytes, str]]) -> None:
+        if len(photos) == 1:
+            image, caption = photos[0]
+            await self._collect(origin, image, _read_caption(caption))
+            return
+        if len(photos) != 2:
+            await self._reply(
+                origin,
+                f"I got {len(photos)} photos at once, but I need exactly two: your selfie and the "
+                "reference (a face wearing the makeup you want).",
+            )
+            return
+        (first, first_caption), (second, second_caption) = photos
+        first_role = _read_caption(first_caption).role
+        second_role = _read_caption(second_caption).role
+        swapped = first_role == "reference" or second_role == "selfie"
+        selfie, reference = (second, first) if swapped else (first, second)
+        self._pending.pop(origin.conversation, None)
+        await self._submit(origin, selfie, reference=reference)
+
+    # -- running jobs ---------------------------------------------------------------------------------
+
+    async def _submit(
+        self,
+        origin: Origin,
+        selfie: bytes,
+        *,
+        reference: bytes | None = None,
+        look: str | None = None,
+        strength: int | None = None,
+    ) -> None:
+        if strength is None:
+            strength = await self._strength_of(origin)
+        await self._enqueue(origin, _Inputs(selfie, reference, look, strength))
+
+    async def _enqueue(self, origin: Origin, inputs: _Inputs) -> None:
+        job = Job(uuid.uuid4().hex, origin.platform, origin.chat_id, origin.user_id, inputs.request())
+        try:
+            ticket = await self._queue.submit(job)
+        except QueueError as error:
+            self._record(origin, job.id, UsageStatus.REJECTED, error_kind=error.kind)
+            await self._reply(origin, error.user_message)
+            return
+        if ticket.position > 0:
+            ahead = "is 1 try-on" if ticket.position == 1 else f"are {ticket.position} try-ons"
+            await self._reply(origin, f"There {ahead} ahead of yours; I'll reply here when it's ready.")
+        self._spawn(self._deliver(origin, ticket, inputs))
+
+    async def _deliver(self, origin: Origin, ticket: Ticket, inputs: _Inputs) -> None:
+        working = asyncio.create_task(self._show_working(origin, ticket))
+        try:
+            result = await ticket.result()
+        except (EngineError, QueueError) as error:
+            self._record_ticket(origin, ticket, UsageStatus.ERROR, error_kind=error.kind)
+            await self._reply(origin, error.user_message)
+            return
+        finally:
+            working.cancel()
+        self._record_ticket(origin, ticket, UsageStatus.OK)
+        result_id = self._remember(origin, inputs, result)
+        await self._send_image(
+            origin,
+            result.image,
+            caption=_describe(inputs, result),
+            buttons=self._result_buttons(origin, result_id),
+        )
+
+    async def _show_working(self, origin: Origin, ticket: Ticket) -> None:
+        await ticket.started()
+        while not ticket.done:
+            try:
+                await self._messenger(origin).send_action(origin.chat_id)
+            except Exception:
+                log.warning("could not send a chat action to %s", origin.platform, exc_info=True)
+            await asyncio.sleep(ACTION_EVERY_S)
+
+    def _remember(self, origin: Origin, inputs: _Inputs, result: MakeupResult) -> str:
+        result_id = secrets.token_urlsafe(6)
+        self._results[result_id] = _Result(origin.person, inputs, result.image, self._clock())
+        return result_id
+
+    def _result_buttons(self, origin: Origin, result_id: str) -> list[Button]:
+        buttons = [
+            Button("Stronger", f"more:{result_id}"),
+            Button("Softer", f"less:{result_id}"),
+            Button("Lips only", f"lips:{result_id}"),
+            Button("Before / after", f"compare:{result_id}"),
+        ]
+        if self._messenger(origin).compresses_images:
+            buttons.append(Button("Full resolution", f"file:{result_id}"))
+        return buttons
+
+    async def _result_action(self, origin: Origin, action: str, result: _Result) -> str:
+        inputs = result.inputs
+        if action in ("more", "less"):
+            step = STRENGTH_STEP if action == "more" else -STRENGTH_STEP
+            strength = min(100, max(0, inputs.strength + step))
+            if strength == inputs.strength:
+                return f"It is already at {strength}."
+            await self._enqueue(origin, replace(inputs, strength=strength))
+            return f"Making it {'stronger' if step > 0 else 'softer'} ({strength})…"
+        if action == "lips":
+            await self._enqueue(origin, replace(inputs, regions={"lips": 1.0}))
+            return "Putting on the lips only…"
+        if action == "file":
+            await self._send_image(origin, result.image, caption="Full resolution", as_file=True)
+            return "Sending the full-resolution file…"
+        if action == "compare":
+            comparison = await asyncio.to_thread(
+                before_after, inputs.selfie, result.image, self._engine_settings
+            )
+            await self._send_image(origin, comparison, caption="Before / after")
+            return "Before / after…"
+        return "That button is no longer supported."
+
+    # -- commands -------------------------------------------------------------------------------------
+
+    async def _cmd_help(self, origin: Origin, args: str) -> None:
+        await self._reply(origin, HELP_TEXT.format(default=self._settings.default_strength))
+
+    async def _cmd_strength(self, origin: Origin, args: str) -> None:
+        if args:
+            await self._reply(origin, await self._set_strength(origin, args))
+            return
+        current = await self._strength_of(origin)
+        await self._reply(
+            origin,
+            f"Your makeup strength is {current} (0 = none, 100 = full). Pick one or send /strength N.",
+            buttons=[Button(str(value), f"strength:{value}") for value in STRENGTH_CHOICES],
+        )
+
+    async def _cmd_look(self, origin: Origin, args: str) -> None:
+        looks = sorted(load_looks())
+        name = args.split()[0].lower() if args else ""
+        if name not in looks:
+            intro = f"I don't know the look '{name}'. " if name else ""
+            await self._reply(
+                origin, intro + f"Preset looks: {', '.join(looks)}. Send /look NAME, then your selfie."
+            )
+            return
+        pending = self._pending_for(origin)
+        pending.reference, pending.look, pending.touched = None, name, self._clock()
+        if pending.selfie is not None:
+            await self._run_pending(origin)
+            return
+        await self._reply(origin, f"Look '{name}' it is. Now send your selfie.")
+
+    async def _cmd_reset(self, origin: Origin, args: str) -> None:
+        self._pending.pop(origin.conversation, None)
+        await self._reply(origin, "Started over: I forgot the photos you sent here. Send your selfie.")
+
+    async def _cmd_stats(self, origin: Origin, args: str) -> None:
+        try:
+            stats = await self._storage.user_stats(origin.platform, origin.user_id)
+        except StorageUnavailable:
+            await self._reply(origin, "I can't reach my database right now. Please try /stats later.")
+            return
+        strength = stats.strength if stats.strength is not None else self._settings.default_strength
+        lines = [
+            f"Try-ons: {stats.jobs_total} ({stats.jobs_ok} done, {stats.jobs_failed} failed), "
+            f"{stats.jobs_last_24h} in the last 24 hours.",
+            f"Strength: {strength}.",
+        ]
+        if stats.first_seen is not None:
+            lines.append(f"First seen: {stats.first_seen:%Y-%m-%d}.")
+        await self._reply(origin, "\n".join(lines))
+
+    async def _cmd_forget(self, origin: Origin, args: str) -> None:
+        self._drop_photos_of(origin.person)
+        try:
+            rows = await self._storage.forget_user(origin.platform, origin.user_id)
+        except StorageUnavailable:
+            await self._reply(
+                origin,
+                "I dropped the photos I was holding for you, but I can't reach my database right now, "
+                "so your records are not deleted yet. Please send /forget again later.",
+            )
+            return
+        await self._reply(
+            origin, f"Done: I deleted everything I stored about you ({rows} records) and your photos."
+        )
+
+    async def _cmd_privacy(self, origin: Origin, args: str) -> None:
+        pending, results = self._settings.pending_ttl_s, self._settings.result_cache_s
+        await self._reply(origin, PRIVACY_TEXT.format(pending=_minutes(pending), results=_minutes(results)))
+
+    # -- strength -------------------------------------------------------------------------------------
+
+    async def _strength_of(self, origin: Origin) -> int:
+        stored = await self._storage.get_strength(origin.platform, origin.user_id)
+        return stored if stored is not None else self._settings.default_strength
+
+    async def _set_strength(self, origin: Origin, raw: str) -> str:
+        """Store a strength typed or pressed by the user; returns what to tell them."""
+        value = _parse_strength(raw)
+        if value is None:
+            return "Strength is a number from 0 to 100, e.g. /strength 60."
+        try:
+            await self._storage.set_strength(origin.platform, origin.user_id, value)
+        except StorageUnavailable:
+            return "I can't save your strength right now. Please try again later."
+        return f"Strength set to {value}. It applies to your next try-on."
+
+    # -- plumbing -------------------------------------------------------------------------------------
+
+    def _messenger(self, origin: Origin) -> Messenger:
+        try:
+            return self._messengers[origin.platform]
+        except KeyError:
+            raise ValueError(f"no messenger registered for platform {origin.platform!r}") from None
+
+    async def _reply(self, origin: Origin, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        try:
+            await self._messenger(origin).send_text(
+                origin.chat_id, text, reply_to=origin.message_id, buttons=buttons
+            )
+        except Exception:
+            log.warning("could not send a message on %s", origin.platform, exc_info=True)
+
+    async def _send_image(
+        self,
+        origin: Origin,
+        image: bytes,
+        *,
+        caption: str,
+        buttons: Sequence[Button] = (),
+        as_file: bool = False,
+    ) -> None:
+        try:
+            await self._messenger(origin).send_image(
+                origin.chat_id,
+                image,
+                filename="facelab.jpg",
+                caption=caption,
+                reply_to=origin.message_id,
+                buttons=buttons,
+                as_file=as_file,
+            )
+        except Exception:
+            log.warning("could not send an image on %s", origin.platform, exc_info=True)
+
+    def _record(
+        self,
+        origin: Origin,
+        job_id: str,
+        status: UsageStatus,
+        *,
+        error_kind: str | None = None,
+        queue_wait_ms: int | None = None,
+        engine_ms: int | None = None,
+    ) -> None:
+        self._storage.record_usage(
+            UsageRecord(
+                job_id=job_id,
+                platform=origin.platform,
+                user_id=origin.user_id,
+                chat_id=origin.chat_id,
+                chat_type=origin.chat_type,
+                status=status,
+                error_kind=error_kind,
+                queue_wait_ms=queue_wait_ms,
+                engine_ms=engine_ms,
+            )
+        )
+
+    def _record_ticket(
+        self, origin: Origin, ticket: Ticket, status: UsageStatus, *, error_kind: str | None = None
+    ) -> None:
+        started = ticket.started_at if ticket.started_at is not None else ticket.finished_at
+        finished = ticket.finished_at
+        self._record(
+            origin,
+            ticket.job.id,
+            status,
+            error_kind=error_kind,
+            queue_wait_ms=_ms(started - ticket.submitted_at) if started is not None else None,
+            engine_ms=_ms(finished - started) if started is not None and finished is not None else None,
+        )
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    def _is_stale(self, pending: _Pending) -> bool:
+        return self._clock() - pending.touched > self._settings.pending_ttl_s
+
+    def _sweep(self) -> None:
+        """Drop expired photos from memory; cheap enough to run from the entry points."""
+        now = self._clock()
+        if now - self._last_sweep < SWEEP_EVERY_S:
+            return
+        self._last_sweep = now
+        for key in [key for key, pending in self._pending.items() if self._is_stale(pending)]:
+            del self._pending[key]
+        ttl = self._settings.result_cache_s
+        for result_id in [rid for rid, result in self._results.items() if now - result.created > ttl]:
+            del self._results[result_id]
+
+    def _drop_photos_of(self, person: tuple[str, str]) -> None:
+        for key in [key for key in self._pending if (key[0], key[2]) == person]:
+            del self._pending[key]
+        for result_id in [rid for rid, result in self._results.items() if result.person == person]:
+            del self._results[result_id]
+
+
+HELP_TEXT = """Face Lab puts the makeup of any photo on your selfie.
+
+1. Send your selfie.
+2. Send the reference: a photo of a face wearing the makeup you want.
+I reply with your selfie wearing that makeup.
+
+You can also send both as an album (selfie first), caption a photo "me" or "ref" to say which is which, \
+or reply with your selfie to someone's photo to borrow their makeup.
+
+/strength N  how strong the makeup is, 0-100 (yours is remembered; default {default})
+/look NAME   a preset look instead of a reference photo (/look lists them)
+/reset       forget the photos you sent and start over
+/stats       your usage
+/forget      delete everything stored about you
+/privacy     what is stored"""
+
+PRIVACY_TEXT = """What Face Lab keeps:
+- Your photos and results: in memory only, never on disk. Unpaired photos are dropped after \
+{pending}; a result's inputs stay {results} so its buttons work, then they are dropped too.
+- In the database: your platform user id and preferred strength, and for each try-on its time, \
+chat id and type, outcome, error kind and timings. Never an image.
+/forget deletes all of it at once."""
+
+
+def _read_caption(caption: str) -> _Caption:
+    """Roles ("me", "ref", ...), and "/look NAME" or "/strength N" at its start."""
+    text = caption.strip()
+    command, args = "", text
+    if text.startswith("/"):
+        head, _, args = text.partition(" ")
+        command = head[1:].split("@")[0].lower()
+    if command == "look" and args.split():
+        return _Caption(role="selfie", look=args.split()[0].lower())
+    if command == "strength" and args.split():
+        return _Caption(strength=args.split()[0])
+    words = re.findall(r"[a-z]+", args.lower())
+    role = next((ROLE_WORDS[word] for word in words if word in ROLE_WORDS), None)
+    return _Caption(role=role)
+
+
+def _parse_strength(raw: str) -> int | None:
+    try:
+        value = int(raw.strip().rstrip("%"))
+    except ValueError:
+        return None
+    return value if 0 <= value <= 100 else None
+
+
+def _describe(inputs: _Inputs, result: MakeupResult) -> str:
+    parts = [f"Look: {inputs.look}" if inputs.look else "Makeup from your reference"]
+    parts.append(f"strength {inputs.strength}")
+    if inputs.regions is not None:
+        parts.append("lips only")
+    if result.faces > 1:
+        parts.append(f"{result.faces} faces")
+    return ", ".join(parts) + "."
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)

@@ -1,0 +1,136 @@
+"""`facelab serve`: run the chat bots configured in the settings, with their storage, job queue and
+engine process, until SIGINT or SIGTERM; then finish (or report) queued jobs and stop cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Protocol
+
+from bot.core import Core
+from bot.engine_process import EngineProcess
+from bot.queue import JobQueue, LocalJobQueue
+from facelab.settings import Settings, load_settings
+from storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Adapter(Protocol):
+    """A chat platform wired to the core. Its constructor registers its `bot.core.Messenger` with
+    `core.add_messenger`; `start()` returns once it receives updates; `stop()` stops it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+# Builds a platform's adapter, or returns None when the settings do not configure that platform.
+AdapterFactory = Callable[[Settings, Core], Adapter | None]
+
+
+def _telegram(settings: Settings, core: Core) -> Adapter | None:
+    if settings.telegram.token is None:
+        return None
+    from bot.telegram import TelegramAdapter
+
+    return TelegramAdapter(settings.telegram, core)
+
+
+# The one place platforms are registered: Discord and the web playground (issue 4) add theirs here.
+ADAPTERS: dict[str, AdapterFactory] = {
+    "telegram": _telegram,
+}
+
+
+@contextlib.asynccontextmanager
+async def local_queue(settings: Settings) -> AsyncIterator[JobQueue]:
+    """The default: one engine process in this machine, fed by an in-process queue."""
+    engine = EngineProcess(settings.engine)
+    await engine.start()
+    try:
+        yield LocalJobQueue(engine, max_size=settings.queue.max_size, per_user=settings.queue.per_user)
+    finally:
+        await engine.close()
+
+
+# queue.backend -> how to build that queue; the Redis-backed one (issue 5) registers here.
+QUEUES: dict[str, Callable[[Settings], contextlib.AbstractAsyncContextManager[JobQueue]]] = {
+    "local": local_queue,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # HTTP client loggers print request URLs, and Telegram's carry the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = load_settings(Path(args.config) if args.config else None)
+    return asyncio.run(serve(settings))
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    adapters: dict[str, AdapterFactory] = ADAPTERS,
+) -> int:
+    """Run until `stop` is set (by default: on SIGINT or SIGTERM). Returns the exit status."""
+    if settings.queue.backend not in QUEUES:
+        log.error("queue.backend %r is not available in this version", settings.queue.backend)
+        return 2
+    stop = stop if stop is not None else _stop_on_signals()
+    async with contextlib.AsyncExitStack() as stack:
+        storage = await Storage.open(
+            settings.database.url,
+            schema=settings.database.schema_name,
+            write_buffer=settings.database.write_buffer,
+            retry_max_s=settings.database.write_retry_max_s,
+        )
+        stack.push_async_callback(storage.close)
+        queue = await stack.enter_async_context(QUEUES[settings.queue.backend](settings))
+        await queue.start()
+        core = Core(settings, queue, storage)
+        running = [
+            (name, adapter)
+            for name, build in adapters.items()
+            if (adapter := build(settings, core)) is not None
+        ]
+        if not running:
+            log.error("no chat platform is configured: set telegram.token (or FACELAB_TELEGRAM__TOKEN)")
+            await queue.close(drain_timeout_s=0)
+            return 2
+        for name, adapter in running:
+            await adapter.start()
+            stack.push_async_callback(adapter.stop)  # stopped after the queue is drained, below
+            log.info("%s adapter started", name)
+        await stop.wait()
+        log.info("shutting down: finishing queued jobs for up to %g s", settings.queue.drain_timeout_s)
+        await queue.close(settings.queue.drain_timeout_s)
+        await core.close()
+    return 0
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def first_signal() -> None:
+        stop.set()
+        for signum in signals:  # a second Ctrl+C or SIGTERM skips the drain and stops at once
+            loop.remove_signal_handler(signum)
+
+    for signum in signals:
+        loop.add_signal_handler(signum, first_signal)
+    return stop

@@ -1,0 +1,462 @@
+"""The conversation core end to end: real engine process, real queue, real SQLite storage; only the
+chat platform is replaced by a recording `Messenger` (the adapter boundary).
+
+Which photo served as the selfie is read from the result: the engine returns the selfie's size."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from bot.core import Core, Origin
+from bot.engine_process import EngineProcess
+from bot.queue import LocalJobQueue
+from facelab.settings import BotSettings, QueueSettings, Settings
+from storage import Storage
+from tests.conftest import face_path
+from tests.recording_messenger import RecordingMessenger
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SELFIE = "sm_source_02.jpg"  # 394x390
+SELFIE_2 = "elegant_source_01.png"  # 361x361
+REFERENCE = "psgan_ref_01.png"  # 361x361
+REFERENCE_2 = "sm_ref_03.jpg"  # 768x768
+NO_FACE = "dlib_source_02.jpg"
+
+
+def photo(name: str) -> bytes:
+    return face_path(name).read_bytes()
+
+
+def size_of(image: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(image)) as opened:
+        return opened.size
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Bot:
+    core: Core
+    messenger: RecordingMessenger
+    queue: LocalJobQueue
+    storage: Storage
+    clock: Clock
+
+
+def user(name: str, chat: str = "dm", message: str = "m1", group: bool = False) -> Origin:
+    chat_id = chat if chat != "dm" else f"dm-{name}"
+    return Origin("test", chat_id, name, message, "group" if group else "private")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def engine_process() -> AsyncIterator[EngineProcess]:
+    process = EngineProcess(Settings().engine)
+    await process.start()
+    yield process
+    await process.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    storage = await Storage.open(f"sqlite+aiosqlite:///{tmp_path / 'facelab.db'}")
+    yield storage
+    await storage.close()
+
+
+async def start_bot(engine_process: EngineProcess, storage: Storage, **queue: int) -> Bot:
+    settings = Settings(
+        bot=BotSettings(default_strength=70, pending_ttl_s=600, result_cache_s=300),
+        queue=QueueSettings(**{"max_size": 100, "per_user": 2, **queue}),
+    )
+    job_queue = LocalJobQueue(
+        engine_process, max_size=settings.queue.max_size, per_user=settings.queue.per_user
+    )
+    await job_queue.start()
+    clock = Clock()
+    core = Core(settings, job_queue, storage, clock=clock, album_settle_s=0.2)
+    messenger = RecordingMessenger()
+    core.add_messenger(messenger)
+    return Bot(core, messenger, job_queue, storage, clock)
+
+
+async def stop_bot(bot: Bot) -> None:
+    await bot.queue.close(drain_timeout_s=30)
+    await bot.core.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def bot(engine_process: EngineProcess, storage: Storage) -> AsyncIterator[Bot]:
+    bot = await start_bot(engine_process, storage)
+    yield bot
+    await stop_bot(bot)
+
+
+# -- which photo is which -------------------------------------------------------------------------
+
+
+async def test_first_photo_is_the_selfie_and_the_second_the_reference(bot: Bot) -> None:
+    await bot.core.on_photo(user("ann", message="1"), photo(SELFIE))
+    assert "Got your selfie" in bot.messenger.texts(reply_to="1")[0]
+    await bot.core.on_photo(user("ann", message="2"), photo(REFERENCE))
+
+    [result] = await bot.messenger.wait_for_images(1)
+    assert size_of(result.image) == size_of(photo(SELFIE))
+    assert (result.chat_id, result.reply_to) == ("dm-ann", "2")  # answers the completing message
+    assert "strength 70" in result.text
+    assert [b.label for b in result.buttons] == [
+        "Stronger",
+        "Softer",
+        "Lips only",
+        "Before / after",
+        "Full resolution",
+    ]
+
+
+async def test_a_caption_says_which_photo_is_which(bot: Bot) -> None:
+    await bot.core.on_photo(user("ann"), photo(REFERENCE_2), caption="this is my ref")
+    assert "Got the reference" in bot.messenger.texts()[0]
+    await bot.core.on_photo(user("ann"), photo(SELFIE_2))
+    [result] = await bot.messenger.wait_for_images(1)
+    assert size_of(result.image) == size_of(photo(SELFIE_2))
+
+    # "me" marks the selfie even when it comes second.
+    await bot.core.on_photo(user("bob"), photo(REFERENCE_2))
+    await bot.core.on_photo(user("bob"), photo(SELFIE), caption="Me")
+    results = await bot.messenger.wait_for_images(2)
+    assert size_of(results[1].image) == size_of(photo(SELFIE))
+
+
+async def test_an_album_of_two_photos_is_both_at_once(bot: Bot) -> None:
+    await bot.core.on_photo(user("ann", message="10"), photo(SELFIE), album_id="g1")
+    await bot.core.on_photo(user("ann", message="11"), photo(REFERENCE), album_id="g1")
+    # A second album whose first photo is captioned as the reference.
+    await bot.core.on_photo(user("bob"), photo(REFERENCE_2), album_id="g2", caption="ref")
+    await bot.core.on_photo(user("bob"), photo(SELFIE_2), album_id="g2")
+
+    results = await bot.messenger.wait_for_images(2)
+    by_chat = {r.chat_id: size_of(r.image) for r in results}
+    assert by_chat == {"dm-ann": size_of(photo(SELFIE)), "dm-bob": size_of(photo(SELFIE_2))}
+    assert not [text for text in bot.messenger.texts() if text.startswith("Got")]  # no "Got your selfie"
+
+
+async def test_an_album_of_three_photos_is_refused_clearly(bot: Bot) -> None:
+    for name in (SELFIE, REFERENCE, REFERENCE_2):
+        await bot.core.on_photo(user("ann"), photo(name), album_id="g3")
+    await bot.messenger.wait_for(lambda: bool(bot.messenger.texts()))
+    assert "I got 3 photos at once, but I need exactly two" in bot.messenger.texts()[0]
+
+
+async def test_several_attachments_in_one_message_are_selfie_then_reference(bot: Bot) -> None:
+    await bot.core.on_photos(user("ann"), [photo(SELFIE_2), photo(REFERENCE)])
+    [result] = await bot.messenger.wait_for_images(1)
+    assert size_of(result.image) == size_of(photo(SELFIE_2))
+
+
+async def test_a_photo_replying_to_a_photo_borrows_its_makeup(bot: Bot) -> None:
+    await bot.core.on_photo(
+        user("ann", chat="g", message="5"), photo(SELFIE), replied_photo=photo(REFERENCE_2)
+    )
+    [result] = await bot.messenger.wait_for_images(1)
+    assert size_of(result.image) == size_of(photo(SELFIE))
+    assert result.reply_to == "5"
+
+
+async def test_an_explicit_pair_runs_at_once_with_its_own_strength(bot: Bot) -> None:
+    await bot.core.on_pair(user("ann"), photo(SELFIE), look="red_lips", strength=35)
+    [result] = await bot.messenger.wait_for_images(1)
+    assert result.text == "Look: red_lips, strength 35."
+    await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE), look="red_lips")
+    assert "either a reference photo or a look" in bot.messenger.texts()[-1]
+
+
+# -- pending photos ---------------------------------------------------------------------------------
+
+
+async def test_a_lone_photo_expires_after_the_configured_time(bot: Bot) -> None:
+    await bot.core.on_photo(user("ann"), photo(SELFIE))
+    bot.clock.now += 599  # bot.pending_ttl_s is 600
+    await bot.core.on_command(user("ann"), "strength", "50")  # still waiting
+    bot.clock.now += 599
+    await bot.core.on_photo(user("ann"), photo(SELFIE_2))  # 1198 s after the first: that one expired
+
+    assert "Got your selfie" in bot.messenger.texts()[-1]
+    await bot.core.on_photo(user("ann"), photo(REFERENCE))
+    [result] = await bot.messenger.wait_for_images(1)
+    assert size_of(result.image) == size_of(photo(SELFIE_2))
+
+
+async def test_reset_starts_over(bot: Bot) -> None:
+    await bot.core.on_photo(user("ann"), photo(SELFIE))
+    await bot.core.on_command(user("ann"), "reset")
+    assert "Started over" in bot.messenger.texts()[-1]
+    await bot.core.on_photo(user("ann"), photo(SELFIE_2))
+    assert "Got your selfie" in bot.messenger.texts()[-1]
+    assert not bot.messenger.images()
+
+
+async def test_people_in_one_group_never_share_photos(bot: Bot) -> None:
+    ann = lambda message: user("ann", chat="group", message=message, group=True)  # noqa: E731
+    bob = lambda message: user("bob", chat="group", message=message, group=True)  # noqa: E731
+    await bot.core.on_photo(ann("a1"), photo(SELFIE))
+    await bot.core.on_photo(bob("b1"), photo(SELFIE_2))
+    await bot.core.on_photo(bob("b2"), photo(REFERENCE))
+    await bot.core.on_photo(ann("a2"), photo(REFERENCE_2))
+
+    results = await bot.messenger.wait_for_images(2)
+    by_message = {r.reply_to: size_of(r.image) for r in results}
+    assert by_message == {"a2": size_of(photo(SELFIE)), "b2": size_of(photo(SELFIE_2))}
+    # Bob's reset in the group does not touch Ann's photo, nor Ann's photo in another chat.
+    await bot.core.on_photo(ann("a3"), photo(SELFIE))
+    await bot.core.on_command(bob("b3"), "reset")
+    await bot.core.on_photo(ann("a4"), photo(REFERENCE))
+    await bot.messenger.wait_for_images(3)
+
+
+# -- strength, looks, commands ----------------------------------------------------------------------
+
+
+async def test_strength_is_remembered_across_a_restart(engine_process: EngineProcess, tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'restart.db'}"
+    storage = await Storage.open(url)
+    bot = await start_bot(engine_process, storage)
+    await bot.core.on_command(user("ann"), "/strength@facelab_bot", "35")
+    assert bot.messenger.texts()[-1] == "Strength set to 35. It applies to your next try-on."
+    await stop_bot(bot)
+    await storage.close()
+
+    storage = await Storage.open(url)
+    bot = await start_bot(engine_process, storage)
+    try:
+        await bot.core.on_command(user("ann"), "strength")
+        assert bot.messenger.texts()[-1].startswith("Your makeup strength is 35")
+        await bot.core.on_photo(user("ann"), photo(SELFIE))
+        await bot.core.on_photo(user("ann"), photo(REFERENCE))
+        [result] = await bot.messenger.wait_for_images(1)
+        assert "strength 35" in result.text
+        await bot.core.on_command(user("bob"), "strength")  # someone else still has the default
+        assert bot.messenger.texts()[-1].startswith("Your makeup strength is 70")
+    finally:
+        await stop_bot(bot)
+        await storage.close()
+
+
+async def test_strength_buttons_and_bad_values(bot: Bot) -> None:
+    await bot.core.on_command(user("ann"), "strength")
+    sent = bot.messenger.sent[-1]
+    assert [b.label for b in sent.buttons] == ["20", "40", "60", "80", "100"]
+    assert await bot.core.on_button(user("ann"), sent.buttons[1].data) == (
+        "Strength set to 40. It applies to your next try-on."
+    )
+    assert await bot.storage.get_strength("test", "ann") == 40
+    for bad in ("101", "-1", "strong"):
+        await bot.core.on_command(user("ann"), "strength", bad)
+        assert bot.messenger.texts()[-1] == "Strength is a number from 0 to 100, e.g. /strength 60."
+    assert await bot.storage.get_strength("test", "ann") == 40
+    # "/strength N" as a photo caption sets it before the photo is taken.
+    await bot.core.on_photo(user("ann"), photo(SELFIE), caption="/strength 55")
+    assert await bot.storage.get_strength("test", "ann") == 55
+
+
+async def test_look_replaces_the_reference(bot: Bot) -> None:
+    await bot.core.on_command(user("ann"), "look")
+    assert "natural" in bot.messenger.texts()[-1] and "red_lips" in bot.messenger.texts()[-1]
+    await bot.core.on_command(user("ann"), "look", "glitter")
+    assert bot.messenger.texts()[-1].startswith("I don't know the look 'glitter'.")
+
+    await bot.core.on_command(user("ann"), "look", "Smoky_Eyes")
+    assert bot.messenger.texts()[-1] == "Look 'smoky_eyes' it is. Now send your selfie."
+    await bot.core.on_photo(user("ann"), photo(SELFIE))
+    # A selfie captioned with a look runs at once.
+    await bot.core.on_photo(user("bob"), photo(SELFIE_2), caption="/look@facelab_bot red_lips")
+    results = await bot.messenger.wait_for_images(2)
+    captions = {r.chat_id: r.text for r in results}
+    assert captions == {
+        "dm-ann": "Look: smoky_eyes, strength 70.",
+        "dm-bob": "Look: red_lips, strength 70.",
+    }
+
+
+async def test_help_privacy_and_unknown_commands(bot: Bot) -> None:
+    await bot.core.on_command(user("ann"), "start")
+    assert "Send your selfie" in bot.messenger.texts()[-1]
+    await bot.core.on_command(user("ann"), "privacy")
+    assert "Never an image" in bot.messenger.texts()[-1] and "5 minutes" in bot.messenger.texts()[-1]
+    await bot.core.on_command(user("ann"), "dance")
+    assert bot.messenger.texts()[-1] == "I don't know /dance. Send /help to see what I can do."
+
+
+async def test_stats_count_jobs_and_forget_deletes_everything(bot: Bot) -> None:
+    await bot.core.on_command(user("ann"), "strength", "50")
+    await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
+    await bot.core.on_pair(user("ann"), photo(NO_FACE), photo(REFERENCE))
+    # Replies: strength set, the second job's place in the queue, the no-face explanation.
+    await bot.messenger.wait_for(lambda: len(bot.messenger.images()) == 1 and len(bot.messenger.texts()) == 3)
+    assert await bot.storage.flush()
+
+    await bot.core.on_command(user("ann"), "stats")
+    assert bot.messenger.texts()[-1].startswith("Try-ons: 2 (1 done, 1 failed), 2 in the last 24 hours.")
+    assert "Strength: 50." in bot.messenger.texts()[-1]
+
+    await bot.core.on_photo(user("ann"), photo(SELFIE))  # pending, dropped by /forget too
+    await bot.core.on_command(user("ann"), "forget")
+    assert (
+        bot.messenger.texts()[-1]
+        == "Done: I deleted everything I stored about you (3 records) and your photos."
+    )
+    stats = await bot.storage.user_stats("test", "ann")
+    assert (stats.jobs_total, stats.strength) == (0, None)
+    await bot.core.on_photo(user("ann"), photo(REFERENCE))
+    assert "Got your selfie" in bot.messenger.texts()[-1]  # the earlier selfie is gone
+
+
+# -- results and their buttons ------------------------------------------------------------------------
+
+
+async def test_result_buttons_rerun_for_the_requester_only(bot: Bot) -> None:
+    await bot.core.on_pair(user("ann", chat="g", message="7"), photo(SELFIE), photo(REFERENCE))
+    [first] = await bot.messenger.wait_for_images(1)
+    more, less, lips, compare, full = (b.data for b in first.buttons)
+
+    presser = user("bob", chat="g", message="r1")
+    assert await bot.core.on_button(presser, more) == (
+        "Only the person who asked for this result can use its buttons."
+    )
+    ann = user("ann", chat="g", message="r1")
+    assert await bot.core.on_button(ann, more) == "Making it stronger (90)…"
+    assert await bot.core.on_button(ann, lips) == "Putting on the lips only…"
+    assert await bot.core.on_button(ann, compare) == "Before / after…"
+    assert await bot.core.on_button(ann, full) == "Sending the full-resolution file…"
+
+    results = await bot.messenger.wait_for_images(5)
+    by_caption = {r.text: r for r in results[1:]}
+    assert set(by_caption) == {
+        "Makeup from your reference, strength 90.",
+        "Makeup from your reference, strength 70, lips only.",
+        "Before / after",
+        "Full resolution",
+    }
+    selfie_width, selfie_height = size_of(photo(SELFIE))
+    assert size_of(by_caption["Before / after"].image) == (2 * selfie_width, selfie_height)
+    assert by_caption["Full resolution"].as_file and by_caption["Full resolution"].image == first.image
+    assert all(r.reply_to == "r1" for r in results[1:])
+    assert by_caption["Makeup from your reference, strength 90."].image != first.image
+
+    stronger = by_caption["Makeup from your reference, strength 90."].buttons[0].data
+    assert await bot.core.on_button(ann, stronger) == "Making it stronger (100)…"
+    strongest = (await bot.messenger.wait_for_images(6))[-1].buttons[0].data
+    assert await bot.core.on_button(ann, strongest) == "It is already at 100."
+
+    bot.clock.now += 301  # bot.result_cache_s is 300
+    assert (await bot.core.on_button(ann, less)).startswith("This result has expired")
+
+
+# -- the queue as users see it ------------------------------------------------------------------------
+
+
+async def test_waiting_users_see_their_place_and_a_working_action(bot: Bot) -> None:
+    for name in ("ann", "bob", "cid"):
+        await bot.core.on_pair(user(name), photo(SELFIE), photo(REFERENCE), strength=50)
+    await bot.messenger.wait_for_images(3)
+
+    texts = {s.chat_id: s.text for s in bot.messenger.sent if s.kind == "text"}
+    assert texts == {
+        "dm-bob": "There is 1 try-on ahead of yours; I'll reply here when it's ready.",
+        "dm-cid": "There are 2 try-ons ahead of yours; I'll reply here when it's ready.",
+    }
+    actions = {s.chat_id for s in bot.messenger.sent if s.kind == "action"}
+    assert actions == {"dm-ann", "dm-bob", "dm-cid"}
+    for name in ("ann", "bob", "cid"):  # each chat saw the action before its result
+        kinds = [s.kind for s in bot.messenger.sent if s.chat_id == f"dm-{name}" and s.kind != "text"]
+        assert kinds[0] == "action" and kinds[-1] == "image"
+
+
+async def test_a_full_queue_and_the_per_user_cap_give_clear_replies(
+    engine_process: EngineProcess, storage: Storage
+) -> None:
+    bot = await start_bot(engine_process, storage, max_size=2, per_user=1)
+    try:
+        await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
+        await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
+        assert "You already have" in bot.messenger.texts()[-1]
+        await bot.core.on_pair(user("bob"), photo(SELFIE), look="natural", strength=50)
+        await bot.core.on_pair(user("cid"), photo(SELFIE), look="natural", strength=50)
+        assert "my queue is full" in bot.messenger.texts()[-1]
+        await bot.messenger.wait_for_images(2)  # the accepted ones still arrive
+        assert await storage.flush()
+        stats = await storage.user_stats("test", "cid")
+        assert stats.jobs_total == 0  # refusals are recorded but never count as try-ons
+    finally:
+        await stop_bot(bot)
+
+
+async def test_the_engine_refusing_a_photo_is_explained(bot: Bot) -> None:
+    await bot.core.on_photo(user("ann"), photo(NO_FACE))
+    await bot.core.on_photo(user("ann"), photo(REFERENCE))
+    await bot.messenger.wait_for(lambda: len(bot.messenger.texts()) == 2)
+    reply = bot.messenger.texts()[-1]
+    assert "face" in reply.lower() and "selfie" in reply.lower()
+    assert not bot.messenger.images()
+    assert await bot.storage.flush()
+    assert (await bot.storage.user_stats("test", "ann")).jobs_failed == 1
+
+
+async def test_fifty_concurrent_users_each_get_exactly_their_own_result(bot: Bot) -> None:
+    # Every user's selfie has its own width, and the result keeps the selfie's size.
+    with Image.open(face_path(SELFIE)) as original:
+        selfies = []
+        for index in range(50):
+            buffer = io.BytesIO()
+            original.resize((300 + 3 * index, 300)).save(buffer, "JPEG")
+            selfies.append(buffer.getvalue())
+    reference = photo(REFERENCE)
+
+    async def one_user(index: int) -> None:
+        person = user(f"user{index}", chat=f"group{index % 5}", message=f"ref-{index}", group=True)
+        await bot.core.on_photo(
+            user(f"user{index}", chat=person.chat_id, message=f"selfie-{index}"), selfies[index]
+        )
+        await bot.core.on_photo(person, reference)
+
+    await asyncio.gather(*(one_user(index) for index in range(50)))
+    results = await bot.messenger.wait_for_images(50)
+    await asyncio.sleep(0.2)
+
+    assert len(bot.messenger.images()) == 50
+    delivered = sorted((r.reply_to or "", r.chat_id, size_of(r.image)) for r in results)
+    expected = sorted((f"ref-{i}", f"group{i % 5}", (300 + 3 * i, 300)) for i in range(50))
+    assert delivered == expected
+
+
+async def test_shutdown_tells_waiting_users_to_send_again(
+    engine_process: EngineProcess, storage: Storage
+) -> None:
+    bot = await start_bot(engine_process, storage)
+    for name in ("ann", "bob", "cid"):
+        await bot.core.on_pair(user(name), photo(SELFIE), photo(REFERENCE), strength=50)
+
+    left = await bot.queue.close(drain_timeout_s=0)
+    await bot.core.close()
+
+    assert {job.user_id for job in left} == {"ann", "bob", "cid"}
+    notices = [s for s in bot.messenger.sent if "restarting" in s.text]
+    assert {s.chat_id for s in notices} == {"dm-ann", "dm-bob", "dm-cid"}
+    await bot.core.on_photo(user("dan"), photo(SELFIE))
+    await bot.core.on_photo(user("dan"), photo(REFERENCE))
+    assert "restarting" in bot.messenger.texts()[-1]
+    assert await storage.flush()
+    assert (await storage.user_stats("test", "ann")).jobs_failed == 1
