@@ -113,6 +113,12 @@ class TelegramSettings(BaseModel):
     webhook_url: str = ""
     webhook_listen: str = "127.0.0.1"
     webhook_port: int = 8443
+    # Telegram sends it in a header with every webhook call; unset: a random one per start.
+    webhook_secret: SecretStr | None = None
+    # Times a call refused with 429 is retried after the retry_after Telegram asks for.
+    max_retries: int = Field(default=3, ge=0)
+    # The cloud Bot API refuses downloads above 20 MB; raise only with a self-hosted Bot API server.
+    max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
 
 
 class Settings(BaseSettings):
