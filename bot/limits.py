@@ -95,6 +95,12 @@ class Gatekeeper:
         self._rates = MovingWindowRateLimiter(rate_storage)
         self._clock = clock
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, storage: Storage, clock: Callable[[], datetime] = utcnow
+    ) -> Gatekeeper:
+        return cls(settings.limits, settings.access, storage, rate_storage_for(settings), clock)
+
     async def admit(self, requester: Requester) -> Refusal | None:
         """None when the try-on may run (and then it counts toward the per-minute windows)."""
         return (

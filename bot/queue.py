@@ -132,6 +132,12 @@ class JobRunner(Protocol):
 class JobQueue(Protocol):
     """What the conversation core needs from a queue, whatever runs the jobs behind it."""
 
+    @property
+    def depth(self) -> int:
+        """Jobs waiting to run now, not counting running ones (read by the metrics endpoint, so it
+        must answer at once: a remote queue reports its latest known figure)."""
+        ...
+
     async def start(self) -> None:
         """Begin running jobs. Call once, before the first `submit`."""
         ...

@@ -2,17 +2,18 @@
 JSON lines (`[logging]` in the config). Structured fields passed as `extra=` (job_id, platform,
 queue_wait_ms, engine_ms, ...) become `key=value` pairs or JSON keys.
 
-Every line is redacted before it is written: the configured tokens and passwords, and Bot API URLs
-(httpx logs each request URL, which carries the Telegram token) never reach the output."""
+Secrets never reach a log: `redact_in_logs` wraps the log-record factory, so every record, from any
+library and for any handler, has the registered tokens and passwords and any Bot API token in a URL
+(httpx logs each request URL, which carries it) replaced before anyone formats it; the handler set up
+here redacts its finished lines too, which covers exception tracebacks."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
-from collections.abc import Iterable
 from typing import Any, TextIO
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -22,9 +23,11 @@ from facelab.settings import LoggingSettings, Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = ["asctime", "levelname", "name", "message"]
-REDACTED = "[redacted]"
-# A Bot API token in a URL path: /bot<digits>:<secret>/ (also a token that is not configured here).
-BOT_URL_TOKEN = re.compile(r"(?<=/bot)\d+:[\w-]+")
+REDACTED = "<redacted>"
+HANDLER_NAME = "facelab"
+# A Bot API token in a URL path, "/bot<digits>:<secret>" (":" percent-encoded in file URLs), even one
+# that is not configured here.
+BOT_URL_TOKEN = re.compile(r"(?<=/bot)\d+(?::|%3A)[\w-]+")
 # Libraries whose INFO lines are one per HTTP request (every poll); kept for DEBUG.
 CHATTY_LOGGERS = ("httpx", "httpcore", "aiohttp.access", "discord.gateway")
 # Shorter "secrets" would redact ordinary words.
@@ -32,14 +35,52 @@ MIN_SECRET_LENGTH = 6
 
 
 class Redactor:
-    def __init__(self, secrets: Iterable[str]) -> None:
-        words = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
-        self._secrets = re.compile("|".join(map(re.escape, words))) if words else None
+    """Replaces registered secrets (as written and percent-encoded) and Bot API URL tokens."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, secret: str) -> None:
+        if len(secret) < MIN_SECRET_LENGTH:
+            return
+        self._secrets.update({secret, quote(secret, safe="")})
+        words = sorted(self._secrets, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, words)))
 
     def __call__(self, text: str) -> str:
-        if self._secrets is not None:
-            text = self._secrets.sub(REDACTED, text)
+        if self._pattern is not None:
+            text = self._pattern.sub(REDACTED, text)
         return BOT_URL_TOKEN.sub(REDACTED, text)
+
+
+class _RedactingRecordFactory:
+    def __init__(self, wrapped: Any, redact: Redactor) -> None:
+        self.wrapped = wrapped
+        self.redact = redact
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = self.wrapped(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed call; logging reports it when emitting
+            return record
+        clean = self.redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return record
+
+
+def redact_in_logs(*secrets: str) -> Redactor:
+    """Keep `secrets` out of every log record made from now on, in this process. Returns the
+    process's redactor (one for all callers: the record factory is process-wide)."""
+    factory = logging.getLogRecordFactory()
+    if not isinstance(factory, _RedactingRecordFactory):
+        factory = _RedactingRecordFactory(factory, Redactor())
+        logging.setLogRecordFactory(factory)
+    for secret in secrets:
+        factory.redact.add(secret)
+    return factory.redact
 
 
 class TextFormatter(logging.Formatter):
@@ -89,15 +130,17 @@ def secrets_of(settings: BaseModel) -> list[str]:
 
 
 def setup_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
-    """Route every logger to one redacting handler on `stream` (stderr), replacing earlier set-ups."""
+    """Route every logger to one redacting handler on `stream` (stderr); calling it again replaces
+    that handler (others, such as a test's log capture, stay)."""
     options: LoggingSettings = settings.logging
-    redact = Redactor(secrets_of(settings))
+    redact = redact_in_logs(*secrets_of(settings))
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(HANDLER_NAME)
     handler.setFormatter(
         RedactingJsonFormatter(redact) if options.format == "json" else TextFormatter(redact)
     )
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [old for old in root.handlers if old.get_name() == HANDLER_NAME]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(options.level)

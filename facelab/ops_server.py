@@ -21,7 +21,8 @@ CHECK_TIMEOUT_S = 5.0
 
 
 class OpsServer:
-    """`await start()` binds `settings.host:settings.port` (port 0 picks a free one: see `.port`)."""
+    """`await start()` binds `settings.host:settings.port` (port 0 picks a free one: see `.port`);
+    when it cannot, it logs why and the process goes on without the endpoint."""
 
     def __init__(
         self, settings: MetricsSettings, metrics: Metrics, checks: Mapping[str, HealthCheck]
@@ -39,7 +40,12 @@ class OpsServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._settings.host, self._settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            # The bot's job is answering users: a taken port costs the metrics, not the service.
+            log.error("metrics and health endpoint not started on port %d: %s", self._settings.port, error)
+            return
         sockets = site._server.sockets if site._server is not None else ()  # type: ignore[attr-defined]
         self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
         log.info("metrics and health on http://%s:%d", self._settings.host, self.port)

@@ -23,7 +23,7 @@ def restore_root_logging() -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
     yield
-    root.handlers[:] = handlers
+    root.handlers[:] = handlers  # setup_logging added its own
     root.setLevel(level)
     for name, chatty_level in chatty.items():
         logging.getLogger(name).setLevel(chatty_level)
@@ -55,10 +55,21 @@ def test_text_lines_carry_structured_fields_and_no_secrets(restore_root_logging:
         log.exception("database down")
     text = out.getvalue()
     assert "job finished job_id=j1 platform=telegram engine_ms=412" in text
-    assert "/bot[redacted]/getUpdates" in text and "/bot[redacted]/sendPhoto" in text
-    assert "Traceback" in text and "facelab:[redacted]@db" in text
+    assert "/bot<redacted>/getUpdates" in text and "/bot<redacted>/sendPhoto" in text
+    assert "Traceback" in text and "facelab:<redacted>@db" in text
     for secret in (TOKEN, "db-password", "AnotherBotsToken"):
         assert secret not in text
+
+
+def test_other_handlers_get_redacted_records_too(
+    restore_root_logging: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup_logging(settings(), io.StringIO())
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("telegram.ext").debug("calling %s/bot%s/getMe", "https://api.telegram.org", TOKEN)
+    logging.getLogger("httpx").debug("GET /file/bot987654%3Asecret-token-value/photos/1.jpg")
+    assert TOKEN not in caplog.text and "secret-token-value" not in caplog.text
+    assert caplog.text.count("<redacted>") == 2
 
 
 def test_json_lines_are_objects_with_the_fields(restore_root_logging: None) -> None:
@@ -66,7 +77,7 @@ def test_json_lines_are_objects_with_the_fields(restore_root_logging: None) -> N
     setup_logging(settings("json"), out)
     logging.getLogger("bot.core").warning("token %s in args", TOKEN, extra={"job_id": "j2"})
     line = json.loads(out.getvalue())
-    assert line["message"] == "token [redacted] in args"
+    assert line["message"] == "token <redacted> in args"
     assert line["job_id"] == "j2" and line["levelname"] == "WARNING" and line["name"] == "bot.core"
 
 

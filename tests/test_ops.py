@@ -77,6 +77,16 @@ def test_defaults_bind_loopback_only() -> None:
     assert MetricsSettings().host == "127.0.0.1"
 
 
+async def test_a_taken_port_is_logged_not_fatal(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    base = await serve({})
+    taken = int(base.rsplit(":", 1)[1])
+    second = OpsServer(MetricsSettings(port=taken), Metrics(), {})
+    await second.start()  # does not raise
+    await second.close()
+    assert f"not started on port {taken}" in caplog.text
+    assert (await get(f"{base}/healthz"))[0] == 200  # the first one still answers
+
+
 async def test_health_is_ok_when_every_check_passes(serve: Serve) -> None:
     base = await serve({"queue": healthy, "engine": healthy})
     status, content_type, body = await get(f"{base}/healthz")

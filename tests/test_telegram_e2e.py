@@ -26,6 +26,7 @@ from PIL import Image
 from bot.engine_process import EngineProcess
 from bot.queue import JobQueue, LocalJobQueue
 from facelab.commands import serve as serve_command
+from facelab.logs import REDACTED
 from facelab.settings import DatabaseSettings, QueueSettings, Settings, TelegramSettings
 from tests.conftest import face_path
 from tests.fake_telegram import TOKEN, ApiCall, Chat, FakeTelegram, User
@@ -202,7 +203,7 @@ async def test_private_chat_flow_with_result_buttons_and_no_token_in_logs(
             assert side_by_side.width > side_by_side.height  # before and after, side by side
     assert TOKEN not in caplog.text
     assert TOKEN.split(":")[1] not in caplog.text
-    assert "<token>" in caplog.text  # the redaction ran on lines that would have carried it
+    assert REDACTED in caplog.text  # the redaction ran on lines that would have carried it
 
 
 async def test_strength_is_remembered_across_a_bot_restart(
