@@ -393,12 +393,14 @@ async def test_a_full_queue_and_the_per_user_cap_give_clear_replies(
         await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
         await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
         assert "You already have" in bot.messenger.texts()[-1]
-        await bot.core.on_pair(user("bob"), photo(SELFIE), look="natural", strength=50)
-        await bot.core.on_pair(user("cid"), photo(SELFIE), look="natural", strength=50)
+        # Admission awaits the limits (database reads), so the dispatcher has taken ann's job by now:
+        # one running plus bob's and cid's waiting fill the queue.
+        for name in ("bob", "cid", "dan"):
+            await bot.core.on_pair(user(name), photo(SELFIE), look="natural", strength=50)
         assert "my queue is full" in bot.messenger.texts()[-1]
-        await bot.messenger.wait_for_images(2)  # the accepted ones still arrive
+        await bot.messenger.wait_for_images(3)  # the accepted ones still arrive
         assert await storage.flush()
-        stats = await storage.user_stats("test", "cid")
+        stats = await storage.user_stats("test", "dan")
         assert stats.jobs_total == 0  # refusals are recorded but never count as try-ons
     finally:
         await stop_bot(bot)
