@@ -6,27 +6,14 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
 
-from facelab.logs import CHATTY_LOGGERS, secrets_of, setup_logging
+from facelab.logs import secrets_of, setup_logging
 from facelab.settings import DatabaseSettings, LoggingSettings, QueueSettings, Settings, TelegramSettings
 
 TOKEN = "987654:secret-token-value"
-
-
-@pytest.fixture
-def restore_root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
-    yield
-    root.handlers[:] = handlers  # setup_logging added its own
-    root.setLevel(level)
-    for name, chatty_level in chatty.items():
-        logging.getLogger(name).setLevel(chatty_level)
 
 
 def settings(format: str = "text") -> Settings:
