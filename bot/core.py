@@ -67,7 +67,9 @@ OPERATOR_COMMANDS: dict[str, str] = {"admin": "operator commands: stats, ban, un
 STRENGTH_CHOICES = (20, 40, 60, 80, 100)
 STRENGTH_STEP = 20  # the "stronger" / "softer" buttons
 ACTION_EVERY_S = 4.0  # chat actions ("sending a photo...") fade after about 5 s on Telegram
-SWEEP_EVERY_S = 30.0
+# Expired photos leave memory on timers set this much later than their deadline, so that the clock
+# which decides expiry always agrees the deadline has passed when the timer fires.
+EXPIRY_MARGIN_S = 1.0
 
 Role = Literal["selfie", "reference"]
 ROLE_WORDS: dict[str, Role] = {
@@ -235,11 +237,18 @@ class Core:
         self._albums: dict[tuple[str, str, str, str], _Album] = {}
         self._results: dict[str, _Result] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._last_sweep = clock()
 
     def add_messenger(self, messenger: Messenger) -> None:
         """Let the core answer on `messenger.platform`; one messenger per platform."""
         self._messengers[messenger.platform] = messenger
+
+    @property
+    def held_images(self) -> int:
+        """Images held in memory now: photos waiting for their partner, and the inputs and output
+        of results whose buttons still work. Each is dropped when it expires (or on /forget)."""
+        waiting = sum((p.selfie is not None) + (p.reference is not None) for p in self._pending.values())
+        cached = sum(2 + (r.inputs.reference is not None) for r in self._results.values())
+        return waiting + cached
 
     # -- entry points -------------------------------------------------------------------------------
 
@@ -260,7 +269,6 @@ class Core:
         `replied_photo`: the photo of the message this one replies to, if any; it becomes the
         reference and this photo the selfie, and the job starts at once.
         """
-        self._sweep()
         if album_id is not None:
             self._add_to_album(origin, album_id, image, caption)
             return
@@ -275,7 +283,6 @@ class Core:
     async def on_photos(self, origin: Origin, images: Sequence[bytes], *, caption: str = "") -> None:
         """Several photos in one message (e.g. Discord attachments): two are the selfie and the
         reference, in that order unless a caption role says otherwise; one is like `on_photo`."""
-        self._sweep()
         await self._take_album(origin, [(image, caption) for image in images])
 
     async def on_pair(
@@ -290,7 +297,6 @@ class Core:
         """An explicit try-on (a slash command's attachments, the web form): `selfie` with either a
         `reference` photo or a preset `look`. `strength` (0-100) overrides the user's for this job
         only. Leaves the user's pending photos alone."""
-        self._sweep()
         if (reference is None) == (look is None):
             await self._reply(origin, "Send a selfie together with either a reference photo or a look.")
             return
@@ -301,7 +307,6 @@ class Core:
 
     async def on_command(self, origin: Origin, command: str, args: str = "") -> None:
         """A command without its slash (and without any "@botname"), e.g. ("strength", "40")."""
-        self._sweep()
         name = command.lstrip("/").split("@")[0].lower()
         handler = {
             "start": self._cmd_help,
@@ -323,12 +328,11 @@ class Core:
         """Someone pressed a `Button`; `origin` is the presser and the message the button is on.
         Returns a short notice for the presser only (Telegram's callback answer, Discord's
         ephemeral reply); anything for the chat is sent through the messenger."""
-        self._sweep()
         action, _, argument = data.partition(":")
         if action == "strength":
             return await self._set_strength(origin, argument)
         result = self._results.get(argument)
-        if result is None or self._clock() - result.created > self._settings.result_cache_s:
+        if result is None or self._is_expired(result):
             kept = _minutes(self._settings.result_cache_s)
             return f"This result has expired (I keep photos for {kept} only). Send them again."
         if result.person != origin.person:
@@ -358,7 +362,7 @@ class Core:
             pending.reference, pending.look = image, None
         if wanted.look is not None:
             pending.reference, pending.look = None, wanted.look
-        pending.touched = self._clock()
+        self._touch(origin, pending)
         if pending.selfie is not None and (pending.reference is not None or pending.look is not None):
             await self._run_pending(origin)
             return
@@ -494,6 +498,9 @@ class Core:
     def _remember(self, origin: Origin, inputs: _Inputs, result: MakeupResult) -> str:
         result_id = secrets.token_urlsafe(6)
         self._results[result_id] = _Result(origin.person, inputs, result.image, self._clock())
+        asyncio.get_running_loop().call_later(
+            self._settings.result_cache_s + EXPIRY_MARGIN_S, self._drop_result_if_stale, result_id
+        )
         return result_id
 
     def _result_buttons(self, origin: Origin, result_id: str) -> list[Button]:
@@ -556,7 +563,8 @@ class Core:
             )
             return
         pending = self._pending_for(origin)
-        pending.reference, pending.look, pending.touched = None, name, self._clock()
+        pending.reference, pending.look = None, name
+        self._touch(origin, pending)
         if pending.selfie is not None:
             await self._run_pending(origin)
             return
@@ -718,16 +726,23 @@ class Core:
     def _is_stale(self, pending: _Pending) -> bool:
         return self._clock() - pending.touched > self._settings.pending_ttl_s
 
-    def _sweep(self) -> None:
-        """Drop expired photos from memory; cheap enough to run from the entry points."""
-        now = self._clock()
-        if now - self._last_sweep < SWEEP_EVERY_S:
-            return
-        self._last_sweep = now
-        for key in [key for key, pending in self._pending.items() if self._is_stale(pending)]:
+    def _is_expired(self, result: _Result) -> bool:
+        return self._clock() - result.created > self._settings.result_cache_s
+
+    def _touch(self, origin: Origin, pending: _Pending) -> None:
+        pending.touched = self._clock()
+        asyncio.get_running_loop().call_later(
+            self._settings.pending_ttl_s + EXPIRY_MARGIN_S, self._drop_pending_if_stale, origin.conversation
+        )
+
+    def _drop_pending_if_stale(self, key: tuple[str, str, str]) -> None:
+        pending = self._pending.get(key)
+        if pending is not None and self._is_stale(pending):
             del self._pending[key]
-        ttl = self._settings.result_cache_s
-        for result_id in [rid for rid, result in self._results.items() if now - result.created > ttl]:
+
+    def _drop_result_if_stale(self, result_id: str) -> None:
+        result = self._results.get(result_id)
+        if result is not None and self._is_expired(result):
             del self._results[result_id]
 
     def _drop_photos_of(self, person: tuple[str, str]) -> None:

@@ -19,24 +19,28 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only `command`'s module is imported to declare its own arguments."""
     parser = argparse.ArgumentParser(prog="facelab", description="Face Lab virtual makeup try-on.")
     parser.add_argument("--config", help="TOML settings file (default: ./config.toml if present)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        command_parser.set_defaults(command_module=f"facelab.commands.{name}")
+        if name == command:
+            importlib.import_module(_module_name(name)).add_arguments(command_parser)
     return parser
 
 
+def _module_name(command: str) -> str:
+    return f"facelab.commands.{command}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    # Two passes: pick the command first, then let its module declare its own arguments.
-    known, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(known.command_module)
-    command_parser = parser._subparsers._group_actions[0].choices[known.command]  # type: ignore[union-attr]
-    module.add_arguments(command_parser)
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The first word naming a command picks the module, so `facelab apply --help` shows its options.
+    command = next((word for word in argv if word in COMMANDS), None)
+    args = build_parser(command).parse_args(argv)
+    module = importlib.import_module(_module_name(args.command))
     try:
         return int(module.run(args))
     except KeyboardInterrupt:

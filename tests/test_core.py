@@ -200,6 +200,26 @@ async def test_a_lone_photo_expires_after_the_configured_time(bot: Bot) -> None:
     assert size_of(result.image) == size_of(photo(SELFIE_2))
 
 
+async def test_expired_photos_leave_memory_without_any_further_message(
+    engine_process: EngineProcess, storage: Storage
+) -> None:
+    settings = Settings(bot=BotSettings(pending_ttl_s=0.1, result_cache_s=0.2))
+    queue = LocalJobQueue(engine_process, max_size=10, per_user=2)
+    await queue.start()
+    core = Core(settings, queue, storage)  # the real clock
+    messenger = RecordingMessenger()
+    core.add_messenger(messenger)
+    await core.on_photo(user("ann"), photo(SELFIE))
+    await core.on_pair(user("bob"), photo(SELFIE), photo(REFERENCE))
+    await messenger.wait_for_images(1)
+    assert core.held_images == 4  # ann's selfie; bob's selfie, reference and result
+
+    await asyncio.sleep(1.5)  # past both lifetimes and the timers' one-second margin
+    assert core.held_images == 0
+    await queue.close(drain_timeout_s=1)
+    await core.close()
+
+
 async def test_reset_starts_over(bot: Bot) -> None:
     await bot.core.on_photo(user("ann"), photo(SELFIE))
     await bot.core.on_command(user("ann"), "reset")
@@ -210,8 +230,12 @@ async def test_reset_starts_over(bot: Bot) -> None:
 
 
 async def test_people_in_one_group_never_share_photos(bot: Bot) -> None:
-    ann = lambda message: user("ann", chat="group", message=message, group=True)  # noqa: E731
-    bob = lambda message: user("bob", chat="group", message=message, group=True)  # noqa: E731
+    def ann(message: str) -> Origin:
+        return user("ann", chat="group", message=message, group=True)
+
+    def bob(message: str) -> Origin:
+        return user("bob", chat="group", message=message, group=True)
+
     await bot.core.on_photo(ann("a1"), photo(SELFIE))
     await bot.core.on_photo(bob("b1"), photo(SELFIE_2))
     await bot.core.on_photo(bob("b2"), photo(REFERENCE))
@@ -220,11 +244,15 @@ async def test_people_in_one_group_never_share_photos(bot: Bot) -> None:
     results = await bot.messenger.wait_for_images(2)
     by_message = {r.reply_to: size_of(r.image) for r in results}
     assert by_message == {"a2": size_of(photo(SELFIE)), "b2": size_of(photo(SELFIE_2))}
-    # Bob's reset in the group does not touch Ann's photo, nor Ann's photo in another chat.
+    # Bob's reset in the group does not touch Ann's selfie; Ann's selfie in her private chat stays there.
+    await bot.core.on_photo(user("ann", message="d1"), photo(SELFIE_2))
     await bot.core.on_photo(ann("a3"), photo(SELFIE))
     await bot.core.on_command(bob("b3"), "reset")
     await bot.core.on_photo(ann("a4"), photo(REFERENCE))
-    await bot.messenger.wait_for_images(3)
+    await bot.core.on_photo(user("ann", message="d2"), photo(REFERENCE))
+    results = await bot.messenger.wait_for_images(4)
+    by_message = {r.reply_to: (r.chat_id, size_of(r.image)) for r in results[2:]}
+    assert by_message == {"a4": ("group", size_of(photo(SELFIE))), "d2": ("dm-ann", size_of(photo(SELFIE_2)))}
 
 
 # -- strength, looks, commands ----------------------------------------------------------------------
@@ -313,7 +341,9 @@ async def test_stats_count_jobs_and_forget_deletes_everything(bot: Bot) -> None:
     assert "Strength: 50." in bot.messenger.texts()[-1]
 
     await bot.core.on_photo(user("ann"), photo(SELFIE))  # pending, dropped by /forget too
+    assert bot.core.held_images == 4  # the pending selfie, and the first result's three images
     await bot.core.on_command(user("ann"), "forget")
+    assert bot.core.held_images == 0
     assert (
         bot.messenger.texts()[-1]
         == "Done: I deleted everything I stored about you (3 records) and your photos."

@@ -93,11 +93,13 @@ def test_frontal_faces_have_small_yaw_and_a_turned_one_larger():
     "name", ["sm_source_01.jpg", "cpm_source_01.png", "tmw_ref_01.jpg", "elegant_ref_02.png"]
 )
 def test_ibug68_points_are_in_the_300w_order(name):
-    p = to_ibug68(faces(name)[0])
+    face = faces(name)[0]
+    p = to_ibug68(face)
     assert p.shape == (68, 2)
     x, y = p[:, 0], p[:, 1]
+    slack = 0.02 * face.inter_ocular  # the jaw's top points run nearly vertical
     # On a frontal face the jaw runs from the image's left to its right; the chin (8) is its lowest point.
-    assert (np.diff(x[0:17]) > 0).all()
+    assert (np.diff(x[0:17]) > -slack).all() and x[0] < x[4] < x[8] < x[12] < x[16]
     assert y[8] == y[0:17].max()
     # Brows are above the eyes, each brow over its own eye, outer ends first.
     assert y[17:22].max() < y[36:42].min() and y[22:27].max() < y[42:48].min()
