@@ -20,7 +20,7 @@ import io
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 
@@ -56,12 +56,14 @@ class HostileImage:
     expect: Expect
 
 
-def refused(name: str, filename: str, data: bytes, kind: str) -> HostileImage:
-    return HostileImage(name, filename, data, Expect(error=kind, engine=frozenset({kind})))
+Upload = tuple[str, bytes, Expect]  # what a builder makes: file name, bytes, expectation
+
+
+def refused(filename: str, data: bytes, kind: str) -> Upload:
+    return filename, data, Expect(error=kind, engine=frozenset({kind}))
 
 
 def decoded(
-    name: str,
     filename: str,
     data: bytes,
     like: np.ndarray,
@@ -69,10 +71,9 @@ def decoded(
     *,
     engine: frozenset[str] = OK,
     faces: int | None = None,
-) -> HostileImage:
+) -> Upload:
     shape = (like.shape[0], like.shape[1])
-    expect = Expect(shape=shape, like=like, tolerance=tolerance, engine=engine, faces=faces)
-    return HostileImage(name, filename, data, expect)
+    return filename, data, Expect(shape=shape, like=like, tolerance=tolerance, engine=engine, faces=faces)
 
 
 # ----------------------------------------------------------------------------- encoding helpers
@@ -214,8 +215,8 @@ TILED_FACES = (
 
 # ----------------------------------------------------------------------------- synthetic items
 
-Builder = Callable[[], HostileImage]
-SYNTHETIC: dict[str, Builder] = {}
+Builder = Callable[[], Upload]
+SYNTHETIC: dict[str, Builder] = {}  # item name (the builder's name) -> builder
 PHOTOS: dict[str, Builder] = {}
 
 
@@ -230,112 +231,112 @@ def photo(builder: Builder) -> Builder:
 
 
 @synthetic
-def zero_bytes() -> HostileImage:
-    return refused("zero_bytes", "empty.jpg", b"", "bad_image")
+def zero_bytes() -> Upload:
+    return refused("empty.jpg", b"", "bad_image")
 
 
 @synthetic
-def random_bytes() -> HostileImage:
-    return refused("random_bytes", "photo.jpg", np.random.default_rng(6).bytes(4096), "bad_image")
+def random_bytes() -> Upload:
+    return refused("photo.jpg", np.random.default_rng(6).bytes(4096), "bad_image")
 
 
 @synthetic
-def pdf_renamed_jpg() -> HostileImage:
+def pdf_renamed_jpg() -> Upload:
     pdf = (
         b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
         b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
     )
-    return refused("pdf_renamed_jpg", "selfie.jpg", pdf, "bad_image")
+    return refused("selfie.jpg", pdf, "bad_image")
 
 
 @synthetic
-def zip_renamed_jpg() -> HostileImage:
+def zip_renamed_jpg() -> Upload:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:  # a real archive holding a real JPEG
         archive.writestr("photo.jpg", encode(Image.fromarray(gradient(64, 64)), "JPEG"))
-    return refused("zip_renamed_jpg", "selfie.jpg", buffer.getvalue(), "bad_image")
+    return refused("selfie.jpg", buffer.getvalue(), "bad_image")
 
 
 @synthetic
-def text_file() -> HostileImage:
-    return refused("text_file", "selfie.jpg", "Hello! Here is my selfie 😊\n".encode(), "bad_image")
+def text_file() -> Upload:
+    return refused("selfie.jpg", "Hello! Here is my selfie 😊\n".encode(), "bad_image")
 
 
 @synthetic
-def html_error_page() -> HostileImage:
+def html_error_page() -> Upload:
     page = b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>Not Found</body></html>"
-    return refused("html_error_page", "download.jpg", page, "bad_image")
+    return refused("download.jpg", page, "bad_image")
 
 
 @synthetic
-def svg_drawing() -> HostileImage:
+def svg_drawing() -> Upload:
     svg = (
         b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100">'
         b'<circle cx="50" cy="50" r="40" fill="red"/></svg>'
     )
-    return refused("svg_drawing", "face.svg", svg, "bad_image")
+    return refused("face.svg", svg, "bad_image")
 
 
 @synthetic
-def tiff_image() -> HostileImage:
-    return refused("tiff_image", "scan.tif", encode(Image.fromarray(gradient(64, 48)), "TIFF"), "bad_image")
+def tiff_image() -> Upload:
+    return refused("scan.tif", encode(Image.fromarray(gradient(64, 48)), "TIFF"), "bad_image")
 
 
 @synthetic
-def video_renamed_jpg() -> HostileImage:
+def video_renamed_jpg() -> Upload:
     mp4 = struct.pack(">I", 24) + b"ftypisom\x00\x00\x02\x00isomiso2" + struct.pack(">I", 8) + b"free"
-    return refused("video_renamed_jpg", "clip.jpg", mp4, "bad_image")
+    return refused("clip.jpg", mp4, "bad_image")
 
 
 @synthetic
-def png_claims_30000px() -> HostileImage:
+def png_claims_30000px() -> Upload:
     """Header says 30000x30000 (2.7 GB of pixels); PIL's own bomb fence fires on it."""
     data = png_bytes(30000, 30000, [bytes(90000)])
-    return refused("png_claims_30000px", "bomb.png", data, "too_large")
+    return refused("bomb.png", data, "too_large")
 
 
 @synthetic
-def jpeg_claims_8000px() -> HostileImage:
+def jpeg_claims_8000px() -> Upload:
     """64 megapixels: under PIL's fence, over ours (EngineSettings.max_pixels)."""
     small = encode(Image.fromarray(gradient(64, 64)), "JPEG")
-    return refused("jpeg_claims_8000px", "bomb.jpg", jpeg_with_size(small, 8000, 8000), "too_large")
+    return refused("bomb.jpg", jpeg_with_size(small, 8000, 8000), "too_large")
 
 
 @synthetic
-def gif_claims_65535px() -> HostileImage:
+def gif_claims_65535px() -> Upload:
     small = bytearray(encode(Image.fromarray(gradient(16, 16)), "GIF"))
     small[6:10] = struct.pack("<HH", 65535, 65535)  # the logical screen size
-    return refused("gif_claims_65535px", "bomb.gif", bytes(small), "too_large")
+    return refused("bomb.gif", bytes(small), "too_large")
 
 
 @synthetic
-def webp_claims_16383px() -> HostileImage:
+def webp_claims_16383px() -> Upload:
     """A lossless WebP whose VP8L header (14-bit width-1 and height-1) claims the format's maximum."""
     data = bytearray(encode(Image.fromarray(gradient(16, 16)), "WEBP", lossless=True))
     size_bits = data.index(b"VP8L") + 9  # after the chunk header and the 0x2f signature byte
     packed = int.from_bytes(data[size_bits : size_bits + 4], "little")
     packed = packed & ~((1 << 28) - 1) | 16382 | 16382 << 14
     data[size_bits : size_bits + 4] = packed.to_bytes(4, "little")
-    return refused("webp_claims_16383px", "bomb.webp", bytes(data), "too_large")
+    return refused("bomb.webp", bytes(data), "too_large")
 
 
 @synthetic
-def heic_claims_20000px() -> HostileImage:
+def heic_claims_20000px() -> Upload:
     """A HEIC whose image spatial extents box ('ispe') claims 20000x20000."""
     data = bytearray(encode(Image.fromarray(gradient(64, 64)), "HEIF"))
     extents = data.index(b"ispe") + 8  # after the box type and its version/flags word
     data[extents : extents + 8] = struct.pack(">II", 20000, 20000)
-    return refused("heic_claims_20000px", "bomb.heic", bytes(data), "too_large")
+    return refused("bomb.heic", bytes(data), "too_large")
 
 
 @synthetic
-def over_max_bytes() -> HostileImage:
+def over_max_bytes() -> Upload:
     data = b"\xff\xd8\xff\xe0" + bytes(LIMITS.max_bytes)
-    return refused("over_max_bytes", "huge.jpg", data, "too_large")
+    return refused("huge.jpg", data, "too_large")
 
 
 @synthetic
-def huge_exif_jpeg() -> HostileImage:
+def huge_exif_jpeg() -> Upload:
     """A maximal EXIF segment plus 16 MB of further APP segments in front of a small picture."""
     picture = Image.fromarray(gradient(96, 64))
     exif = Image.Exif()
@@ -343,65 +344,65 @@ def huge_exif_jpeg() -> HostileImage:
     data = encode(picture, "JPEG", quality=95, exif=exif)
     padding = [(0xE0 + n % 16, b"FaceLabPadding\x00" + bytes(65000)) for n in range(1, 257)]
     data = jpeg_with_segments(data, padding)
-    return decoded("huge_exif_jpeg", "exif.jpg", data, np.array(picture), 3.0, engine=frozenset({"no_face"}))
+    return decoded("exif.jpg", data, np.array(picture), 3.0, engine=frozenset({"no_face"}))
 
 
 @synthetic
-def huge_exif_png() -> HostileImage:
-    """An 8 MB eXIf chunk (PNG puts no limit on it), with an orientation tag that must still work."""
+def huge_exif_png() -> Upload:
+    """An 8 MB eXIf chunk (PNG puts no limit on it): skipped unread, its orientation tag included."""
     picture = gradient(96, 64)
     exif = Image.Exif()
-    exif[0x0112] = 3  # rotate 180
+    exif[0x0112] = 3  # rotate 180, ignored along with the rest
     exif[0x010E] = "x" * (8 << 20)
-    data = encode(Image.fromarray(picture[::-1, ::-1]), "PNG", exif=exif)
-    return decoded("huge_exif_png", "exif.png", data, picture, 0.0, engine=frozenset({"no_face"}))
+    data = encode(Image.fromarray(picture), "PNG", exif=exif)
+    return decoded("exif.png", data, picture, 0.0, engine=frozenset({"no_face"}))
 
 
 @synthetic
-def broken_exif_jpeg() -> HostileImage:
+def broken_exif_jpeg() -> Upload:
     """EXIF whose first directory points far past its end: the metadata is ignored, the photo kept."""
     picture = gradient(96, 64)
     broken = b"Exif\x00\x00II*\x00" + struct.pack("<I", 0xFFFFFFF0)
     data = jpeg_with_segments(encode(Image.fromarray(picture), "JPEG", quality=95), [(0xE1, broken)])
-    return decoded("broken_exif_jpeg", "odd.jpg", data, picture, 3.0, engine=NO_USABLE_FACE)
+    return decoded("odd.jpg", data, picture, 3.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
-def cmyk_red_jpeg() -> HostileImage:
+def cmyk_red_jpeg() -> Upload:
     data = encode(Image.new("RGB", (64, 48), (220, 20, 30)).convert("CMYK"), "JPEG", quality=95)
-    return decoded("cmyk_red_jpeg", "red.jpg", data, solid(48, 64, (220, 20, 30)), 4.0, engine=NO_USABLE_FACE)
+    return decoded("red.jpg", data, solid(48, 64, (220, 20, 30)), 4.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
-def display_p3_png() -> HostileImage:
+def display_p3_png() -> Upload:
     """Lipstick, skin and grey patches tagged Display P3, as iPhones send: they must be converted."""
     patches = np.array([[(200, 40, 60), (225, 170, 150)], [(128, 128, 128), (90, 40, 120)]], np.uint8)
     picture = patches.repeat(16, axis=0).repeat(16, axis=1)
     data = encode(Image.fromarray(picture), "PNG", icc_profile=display_p3_profile())
-    return decoded("display_p3_png", "IMG_0003.png", data, p3_to_srgb(picture), 1.0, engine=NO_USABLE_FACE)
+    return decoded("IMG_0003.png", data, p3_to_srgb(picture), 1.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
-def png16_gray_ramp() -> HostileImage:
+def png16_gray_ramp() -> Upload:
     """16-bit grey ramp: level v*257 must come back as v (PIL's convert would clip it to 255)."""
     ramp = np.tile(np.arange(256, dtype=np.uint16) * 257, (16, 1))
     ramp[:, 128] = 32768  # mid-grey
     expected = gray3(np.tile(np.arange(256, dtype=np.uint8), (16, 1)))
     expected[:, 128] = 128
     data = encode(Image.fromarray(ramp), "PNG")
-    return decoded("png16_gray_ramp", "ramp16.png", data, expected, 0.0, engine=NO_USABLE_FACE)
+    return decoded("ramp16.png", data, expected, 0.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
-def png16_rgb() -> HostileImage:
+def png16_rgb() -> Upload:
     picture = gradient(80, 60)
     rows = (row.astype(">u2").tobytes() for row in picture.astype(np.uint16) * 257)
     data = png_bytes(80, 60, rows, color_type=2, bit_depth=16)
-    return decoded("png16_rgb", "deep.png", data, picture, 0.0, engine=NO_USABLE_FACE)
+    return decoded("deep.png", data, picture, 0.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
-def palette_with_transparency() -> HostileImage:
+def palette_with_transparency() -> Upload:
     """Left half uses a transparent palette entry with black behind it; it must come back white."""
     indices = np.zeros((32, 64), np.uint8)
     indices[:, 32:] = 1
@@ -410,39 +411,35 @@ def palette_with_transparency() -> HostileImage:
     data = encode(image, "PNG", transparency=0)
     expected = solid(32, 64, (255, 255, 255))
     expected[:, 32:] = (200, 30, 40)
-    return decoded("palette_with_transparency", "sticker.png", data, expected, 0.0, engine=NO_USABLE_FACE)
+    return decoded("sticker.png", data, expected, 0.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
-def la_png() -> HostileImage:
+def la_png() -> Upload:
     gray = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (32, 1))
     alpha = np.repeat(np.linspace(0, 255, 32).astype(np.uint8)[:, None], 64, axis=1)
     data = encode(Image.fromarray(np.stack([gray, alpha], axis=2), mode="LA"), "PNG")
-    return decoded(
-        "la_png", "gray_alpha.png", data, gray3(over_white(gray, alpha)), 1.0, engine=NO_USABLE_FACE
-    )
+    return decoded("gray_alpha.png", data, gray3(over_white(gray, alpha)), 1.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
-def one_bit_png() -> HostileImage:
+def one_bit_png() -> Upload:
     checker = ((np.indices((48, 64)) // 8).sum(axis=0) % 2).astype(bool)
     data = encode(Image.fromarray(checker), "PNG")
-    return decoded(
-        "one_bit_png", "lineart.png", data, gray3(checker * np.uint8(255)), 0.0, engine=NO_USABLE_FACE
-    )
+    return decoded("lineart.png", data, gray3(checker * np.uint8(255)), 0.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
-def tiny_1x1() -> HostileImage:
+def tiny_1x1() -> Upload:
     data = encode(Image.new("RGB", (1, 1), (10, 200, 30)), "PNG")
-    return decoded("tiny_1x1", "pixel.png", data, solid(1, 1, (10, 200, 30)), 0.0, engine=NO_USABLE_FACE)
+    return decoded("pixel.png", data, solid(1, 1, (10, 200, 30)), 0.0, engine=NO_USABLE_FACE)
 
 
 @synthetic
-def elongated_strip() -> HostileImage:
+def elongated_strip() -> Upload:
     picture = gradient(6000, 4)
     data = encode(Image.fromarray(picture), "PNG")
-    return decoded("elongated_strip", "banner.png", data, picture, 0.0, engine=NO_USABLE_FACE)
+    return decoded("banner.png", data, picture, 0.0, engine=NO_USABLE_FACE)
 
 
 def over_white(values: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -455,68 +452,68 @@ def over_white(values: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 @photo
-def plain_selfie_jpeg() -> HostileImage:
-    return decoded("plain_selfie_jpeg", "selfie.jpg", face_file(SELFIE), face_rgb(SELFIE), 0.0, faces=1)
+def plain_selfie_jpeg() -> Upload:
+    return decoded("selfie.jpg", face_file(SELFIE), face_rgb(SELFIE), 0.0, faces=1)
 
 
 @photo
-def jpeg_named_png() -> HostileImage:
-    return decoded("jpeg_named_png", "selfie.png", face_file(SELFIE), face_rgb(SELFIE), 0.0, faces=1)
+def jpeg_named_png() -> Upload:
+    return decoded("selfie.png", face_file(SELFIE), face_rgb(SELFIE), 0.0, faces=1)
 
 
 @photo
-def truncated_jpeg() -> HostileImage:
+def truncated_jpeg() -> Upload:
     data = face_file(SELFIE)
-    return refused("truncated_jpeg", "selfie.jpg", data[: len(data) // 2], "bad_image")
+    return refused("selfie.jpg", data[: len(data) // 2], "bad_image")
 
 
 @photo
-def truncated_png() -> HostileImage:
+def truncated_png() -> Upload:
     data = encode(Image.fromarray(face_rgb(SELFIE)), "PNG")
-    return refused("truncated_png", "selfie.png", data[: len(data) * 2 // 3], "bad_image")
+    return refused("selfie.png", data[: len(data) * 2 // 3], "bad_image")
 
 
 @photo
-def exif_rotated_jpeg() -> HostileImage:
+def exif_rotated_jpeg() -> Upload:
     """Stored sideways with EXIF orientation 6 ("rotate 90° clockwise to view"), as phones do."""
     upright = face_rgb(TALL_SELFIE)
     exif = Image.Exif()
     exif[0x0112] = 6
     data = encode(Image.fromarray(np.rot90(upright, 1)), "JPEG", quality=95, exif=exif)
-    return decoded("exif_rotated_jpeg", "IMG_0001.jpg", data, upright, 3.0, faces=1)
+    return decoded("IMG_0001.jpg", data, upright, 3.0, faces=1)
 
 
 @photo
-def exif_mirrored_webp() -> HostileImage:
+def exif_mirrored_webp() -> Upload:
     upright = face_rgb(TALL_SELFIE)
     exif = Image.Exif()
     exif[0x0112] = 2  # mirrored horizontally
     data = encode(Image.fromarray(upright[:, ::-1]), "WEBP", quality=95, exif=exif)
-    return decoded("exif_mirrored_webp", "selfie.webp", data, upright, 4.0, faces=1)
+    return decoded("selfie.webp", data, upright, 4.0, faces=1)
 
 
 @photo
-def cmyk_jpeg_face() -> HostileImage:
+def cmyk_jpeg_face() -> Upload:
     data = encode(Image.fromarray(face_rgb(SELFIE)).convert("CMYK"), "JPEG", quality=95)
-    return decoded("cmyk_jpeg_face", "print.jpg", data, face_rgb(SELFIE), 3.0, faces=1)
+    return decoded("print.jpg", data, face_rgb(SELFIE), 3.0, faces=1)
 
 
 @photo
-def png16_gray_face() -> HostileImage:
+def png16_gray_face() -> Upload:
     gray = np.array(Image.fromarray(face_rgb(SELFIE)).convert("L"))
     deep = np.minimum(gray.astype(np.uint32) * 257 + 100, 65535).astype(np.uint16)  # low byte must not matter
     data = encode(Image.fromarray(deep), "PNG")
-    return decoded("png16_gray_face", "scan16.png", data, gray3(gray), 0.0, faces=1)
+    return decoded("scan16.png", data, gray3(gray), 0.0, faces=1)
 
 
 @photo
-def palette_face() -> HostileImage:
+def palette_face() -> Upload:
     data = encode(Image.fromarray(face_rgb(SELFIE)).quantize(256), "PNG")
-    return decoded("palette_face", "selfie_256.png", data, face_rgb(SELFIE), 6.0, faces=1)
+    return decoded("selfie_256.png", data, face_rgb(SELFIE), 6.0, faces=1)
 
 
 @photo
-def rgba_cutout_face() -> HostileImage:
+def rgba_cutout_face() -> Upload:
     """A background-removed selfie: black under alpha 0 must not show; it becomes white."""
     rgb = face_rgb(SELFIE)
     h, w = rgb.shape[:2]
@@ -524,99 +521,99 @@ def rgba_cutout_face() -> HostileImage:
     inside = ((yy - h / 2) / (h * 0.48)) ** 2 + ((xx - w / 2) / (w * 0.42)) ** 2 <= 1
     alpha = np.where(inside, 255, 0).astype(np.uint8)
     data = encode(Image.fromarray(np.dstack([rgb * inside[..., None], alpha]), mode="RGBA"), "PNG")
-    return decoded("rgba_cutout_face", "cutout.png", data, over_white(rgb, alpha), 0.0, faces=1)
+    return decoded("cutout.png", data, over_white(rgb, alpha), 0.0, faces=1)
 
 
 @photo
-def grayscale_jpeg_face() -> HostileImage:
+def grayscale_jpeg_face() -> Upload:
     gray = Image.fromarray(face_rgb(SELFIE)).convert("L")
     data = encode(gray, "JPEG", quality=95)
-    return decoded("grayscale_jpeg_face", "bw.jpg", data, gray3(np.array(gray)), 2.0, faces=1)
+    return decoded("bw.jpg", data, gray3(np.array(gray)), 2.0, faces=1)
 
 
 @photo
-def animated_gif_face() -> HostileImage:
+def animated_gif_face() -> Upload:
     frames = [Image.fromarray(face_rgb(SELFIE)), Image.fromarray(gradient(400, 400))]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=200, loop=0)
-    return decoded("animated_gif_face", "wave.gif", data, face_rgb(SELFIE), 8.0, faces=1)
+    return decoded("wave.gif", data, face_rgb(SELFIE), 8.0, faces=1)
 
 
 @photo
-def animated_webp_face() -> HostileImage:
+def animated_webp_face() -> Upload:
     frames = [Image.fromarray(face_rgb(SELFIE)), Image.fromarray(gradient(400, 400))]
     data = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], quality=95)
-    return decoded("animated_webp_face", "wave.webp", data, face_rgb(SELFIE), 4.0, faces=1)
+    return decoded("wave.webp", data, face_rgb(SELFIE), 4.0, faces=1)
 
 
 @photo
-def apng_face() -> HostileImage:
+def apng_face() -> Upload:
     frames = [Image.fromarray(face_rgb(SELFIE)), Image.fromarray(gradient(400, 400))]
     data = encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
-    return decoded("apng_face", "wave.png", data, face_rgb(SELFIE), 0.0, faces=1)
+    return decoded("wave.png", data, face_rgb(SELFIE), 0.0, faces=1)
 
 
 @photo
-def webp_face() -> HostileImage:
+def webp_face() -> Upload:
     data = encode(Image.fromarray(face_rgb(SELFIE)), "WEBP", quality=90)
-    return decoded("webp_face", "selfie.webp", data, face_rgb(SELFIE), 4.0, faces=1)
+    return decoded("selfie.webp", data, face_rgb(SELFIE), 4.0, faces=1)
 
 
 @photo
-def heic_face() -> HostileImage:
+def heic_face() -> Upload:
     data = encode(Image.fromarray(face_rgb(SELFIE)), "HEIF", quality=90)
-    return decoded("heic_face", "IMG_0002.HEIC", data, face_rgb(SELFIE), 4.0, faces=1)
+    return decoded("IMG_0002.HEIC", data, face_rgb(SELFIE), 4.0, faces=1)
 
 
 @photo
-def avif_face() -> HostileImage:
+def avif_face() -> Upload:
     data = encode(Image.fromarray(face_rgb(SELFIE)), "AVIF", quality=90)
-    return decoded("avif_face", "selfie.avif", data, face_rgb(SELFIE), 4.0, faces=1)
+    return decoded("selfie.avif", data, face_rgb(SELFIE), 4.0, faces=1)
 
 
 @photo
-def bmp_face() -> HostileImage:
+def bmp_face() -> Upload:
     data = encode(Image.fromarray(face_rgb(SELFIE)), "BMP")
-    return decoded("bmp_face", "selfie.bmp", data, face_rgb(SELFIE), 0.0, faces=1)
+    return decoded("selfie.bmp", data, face_rgb(SELFIE), 0.0, faces=1)
 
 
 @photo
-def face_at_20px() -> HostileImage:
+def face_at_20px() -> Upload:
     """The whole 400 px portrait shrunk to 40 px (its face about 20 px) on a 640 px canvas."""
     canvas = solid(640, 640, (128, 128, 128))
     canvas[300:340, 300:340] = np.array(
         Image.fromarray(face_rgb(SELFIE)).resize((40, 40), Image.Resampling.LANCZOS)
     )
     data = encode(Image.fromarray(canvas), "JPEG", quality=95)
-    return decoded("face_at_20px", "far.jpg", data, canvas, 3.0, engine=NO_USABLE_FACE)
+    return decoded("far.jpg", data, canvas, 3.0, engine=NO_USABLE_FACE)
 
 
 @photo
-def eight_faces_tiled() -> HostileImage:
+def eight_faces_tiled() -> Upload:
     tiles = [
         np.array(Image.fromarray(face_rgb(name)).resize((256, 256), Image.Resampling.LANCZOS))
         for name in TILED_FACES
     ]
     grid = np.vstack([np.hstack(tiles[:4]), np.hstack(tiles[4:])])
     data = encode(Image.fromarray(grid), "JPEG", quality=95)
-    return decoded("eight_faces_tiled", "group.jpg", data, grid, 3.0, faces=8)
+    return decoded("group.jpg", data, grid, 3.0, faces=8)
 
 
 # ----------------------------------------------------------------------------- public entry points
 
 
-def synthetic_corpus() -> Iterator[HostileImage]:
+def item(name: str) -> HostileImage:
+    """One item by name, building only that one (e.g. in a subprocess measuring memory)."""
+    return HostileImage(name, *{**SYNTHETIC, **PHOTOS}[name]())
+
+
+def synthetic_corpus() -> list[HostileImage]:
     """The items built from code alone (no face photos needed)."""
-    return (build() for build in SYNTHETIC.values())
+    return [item(name) for name in SYNTHETIC]
 
 
 def corpus() -> list[HostileImage]:
     """Every item; skips the calling test when the shared face photos are absent."""
-    return [*synthetic_corpus(), *(build() for build in PHOTOS.values())]
-
-
-def item(name: str) -> HostileImage:
-    """One item by name, building only that one (e.g. in a subprocess measuring memory)."""
-    return {**SYNTHETIC, **PHOTOS}[name]()
+    return [item(name) for name in ALL_NAMES]
 
 
 ALL_NAMES: tuple[str, ...] = (*SYNTHETIC, *PHOTOS)
