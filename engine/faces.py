@@ -88,7 +88,7 @@ class MediapipeBackend:
     MAX_FACES = 6
     CROP_SCALE = 2.2  # crop side relative to the detector's box: the mesh wants some context
 
-    def __init__(self, working_size: int = 256) -> None:
+    def __init__(self, working_size: int = 192) -> None:
         from mediapipe.python.solutions import face_detection, face_mesh
 
         self._crop_size = working_size
@@ -120,7 +120,7 @@ class MediapipeBackend:
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             return []
-        result = mesh.process(_downscaled(rgb[y0:y1, x0:x1], size))
+        result = mesh.process(shrink(rgb[y0:y1, x0:x1], size))
         faces = []
         for landmarks in result.multi_face_landmarks or []:
             # Normalised coordinates: relative to the box, whatever size the mesh saw it at.
@@ -153,7 +153,7 @@ class MediapipeBackend:
         self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int
     ) -> list[tuple[int, int, int, int]]:
         h, w = rgb.shape[:2]
-        result = self._detector.process(_downscaled(rgb[y0:y1, x0:x1], self.DETECT_SIZE))
+        result = self._detector.process(shrink(rgb[y0:y1, x0:x1], self.DETECT_SIZE))
         boxes = []
         for detection in result.detections or []:
             rel = detection.location_data.relative_bounding_box
@@ -165,18 +165,21 @@ class MediapipeBackend:
         return boxes
 
 
-def _downscaled(rgb: np.ndarray, size: int) -> np.ndarray:
-    """A contiguous copy at most `size` pixels on its longest side. Big photos are first decimated by
-    striding (nearly free), then area-averaged: a 12-megapixel photo shrinks in about a millisecond."""
+def shrink(rgb: np.ndarray, size: int) -> np.ndarray:
+    """A contiguous copy at most `size` pixels on its longest side (the image itself if it fits).
+
+    Big reductions go bilinear to twice the size first (it reads only 4 pixels per output, so a
+    12-megapixel photo takes a millisecond), then area-averaged to the size (no aliasing). Both steps
+    map pixel centres alike, so coordinates scale by the size ratio exactly.
+    """
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     if scale >= 1.0:
         return np.ascontiguousarray(rgb)
-    stride = int(1.0 / (2.0 * scale))
-    if stride >= 2:
-        rgb = rgb[::stride, ::stride]
     target = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(np.ascontiguousarray(rgb), target, interpolation=cv2.INTER_AREA)
+    if scale < 0.5:
+        rgb = cv2.resize(rgb, (2 * target[0], 2 * target[1]), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(rgb, target, interpolation=cv2.INTER_AREA)
 
 
 def _covers(face: Face, box: tuple[int, int, int, int]) -> bool:

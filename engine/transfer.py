@@ -24,7 +24,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from engine.faces import Face
+from engine.faces import Face, shrink
 from engine.regions import CHIN, LEFT_EYE, LIPS_INNER, RIGHT_EYE, blur, region_masks
 
 CROP_MARGIN = 0.12  # crop = landmark box grown by this fraction per side
@@ -110,11 +110,11 @@ def crop_face(rgb: np.ndarray, face: Face, working_size: int) -> FaceCrop:
     mx, my = CROP_MARGIN * (x1 - x0), CROP_MARGIN * (y1 - y0)
     box = (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(w, int(x1 + mx) + 1), min(h, int(y1 + my) + 1))
     crop = rgb[box[1] : box[3], box[0] : box[2]]
-    scale = min(1.0, working_size / max(crop.shape[:2]))
-    if scale < 1.0:
-        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    pts = np.asarray((face.landmarks - np.array(box[:2], np.float32)) * scale, np.float32)
-    return FaceCrop(box, scale, np.ascontiguousarray(crop), pts, face.inter_ocular * scale)
+    small = shrink(crop, working_size)
+    ratio = np.array([small.shape[1] / crop.shape[1], small.shape[0] / crop.shape[0]], np.float32)
+    # Pixel centres map as cv2.resize maps them.
+    pts = ((face.landmarks - np.array(box[:2], np.float32) + 0.5) * ratio - 0.5).astype(np.float32)
+    return FaceCrop(box, float(ratio[0]), small, pts, face.inter_ocular * float(ratio[0]))
 
 
 def to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -357,31 +357,23 @@ def blend(selfie: SelfieLayers, makeup: Makeup, strengths: Mapping[str, float]) 
 def composite(image: np.ndarray, crop: FaceCrop, delta: np.ndarray) -> None:
     """Add the crop's colour change to the full-resolution image in place.
 
-    The change is split into rounded positive and negative uint8 parts, upscaled, and applied with
-    saturating adds inside its own bounding box: fast at 12 megapixels, and exactly 0 (so
-    bit-identical pixels) wherever nothing changes.
+    The change, rounded to int16, is upscaled inside its own bounding box only and added with
+    uint8 saturation: fast at 12 megapixels, and exactly 0 (so bit-identical pixels) wherever
+    nothing changes.
     """
     ys, xs = np.nonzero(np.any(delta != 0.0, axis=2))
     if len(ys) == 0:
         return
-    # The changed box at working size, a pixel wider for the interpolation, and at full resolution.
+    # The changed box at working size, a pixel wider for the interpolation, and at full resolution
+    # (rounded outwards: the upscaled change lands within a full-resolution pixel of its place).
     y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, delta.shape[0])
     x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, delta.shape[1])
     bx0, by0, bx1, by1 = crop.box
-    # Working-size pixels per full-resolution pixel, exactly as the crop was resized (1 if it wasn't).
     rx, ry = delta.shape[1] / (bx1 - bx0), delta.shape[0] / (by1 - by0)
     fx0, fy0 = bx0 + int(x0 / rx), by0 + int(y0 / ry)
     fx1, fy1 = min(bx1, bx0 + int(np.ceil(x1 / rx))), min(by1, by0 + int(np.ceil(y1 / ry)))
-    part = delta[y0:y1, x0:x1]
-    lighter: np.ndarray = np.clip(part + 0.5, 0, 255).astype(np.uint8)
-    darker: np.ndarray = np.clip(0.5 - part, 0, 255).astype(np.uint8)
-    if crop.scale < 1.0:
-        # Full-resolution pixel centres mapped into the working-size part, as cv2.resize maps them.
-        to_part = np.array(
-            [[rx, 0.0, (fx0 - bx0 + 0.5) * rx - 0.5 - x0], [0.0, ry, (fy0 - by0 + 0.5) * ry - 0.5 - y0]]
-        )
-        size, flags = (fx1 - fx0, fy1 - fy0), cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        lighter = cv2.warpAffine(lighter, to_part, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
-        darker = cv2.warpAffine(darker, to_part, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
+    change = np.rint(delta[y0:y1, x0:x1]).astype(np.int16)
+    if (fx1 - fx0, fy1 - fy0) != (x1 - x0, y1 - y0):
+        change = cv2.resize(change, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_LINEAR)
     region = image[fy0:fy1, fx0:fx1]
-    cv2.subtract(cv2.add(region, lighter, dst=region), darker, dst=region)
+    cv2.add(region, change, dst=region, dtype=cv2.CV_8U)

@@ -28,7 +28,7 @@ class EngineSettings(BaseModel):
     backend: Literal["embedded", "diffusion"] = "embedded"
     max_pixels: int = 40_000_000
     max_bytes: int = 25 * 1024 * 1024
-    working_size: int = 256
+    working_size: int = 192
     job_timeout_s: float = 60.0
     threads: int = 1
     diffusion: DiffusionSettings = DiffusionSettings()
