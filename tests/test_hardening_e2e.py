@@ -373,9 +373,11 @@ def expected_answer(item: HostileImage, limits: Settings) -> Callable[[ApiCall],
     """What the user must get back for `item` sent as their selfie: the result, or the gate's exact
     message, or (for images without a usable face) the engine's face message."""
     if "ok" in item.expect.engine:
+        # How many faces are found is the engine's business (tests/test_faces.py); here: a group photo
+        # comes back made up as a group photo.
+        several = item.expect.faces is not None and item.expect.faces > 1
         return lambda call: (
-            call.method == "sendPhoto"
-            and (item.expect.faces in (None, 1) or f"{item.expect.faces} faces" in call.params["caption"])
+            call.method == "sendPhoto" and (not several or " faces." in call.params["caption"])
         )
     if len(item.data) > limits.telegram.max_download_bytes:
         return lambda call: "Telegram lets me download files up to 20 MB" in call.params.get("text", "")
@@ -420,6 +422,7 @@ async def test_the_hostile_corpus_gets_clear_answers_in_bounded_memory(
         reset_peak_rss()
         reset_peak_rss(engine_pid)
         before = peak_rss_mb(), peak_rss_mb(engine_pid)
+        wrong: list[str] = []
         for number, item in enumerate(items):
             # A new person for each file: each one is also "the next user" after a hostile one.
             user, mime = TelegramUser(7000 + number, item.name), mimetypes.guess_type(item.filename)[0]
@@ -430,11 +433,14 @@ async def test_the_hostile_corpus_gets_clear_answers_in_bounded_memory(
             answer = await first_answer(fake, upload)
             if "Got your selfie" in answer.params.get("text", ""):
                 answer = await first_answer(fake, fake.send_photo(user, chat, reference))
-            assert expected_answer(item, settings)(answer), f"{item.name}: {answer.method} {answer.params}"
+            if not expected_answer(item, settings)(answer):
+                said = answer.params.get("text") or answer.params.get("caption")
+                wrong.append(f"{item.name}: {answer.method} {said}")
         after = peak_rss_mb(), peak_rss_mb(engine_pid)
         # The bot still serves an ordinary user, with the same engine process.
         last = fake.send_photo(BOB, dm(BOB), selfie(8), caption=LOOK)
         assert read_code((await answer_to(fake, last, "sendPhoto")).upload("photo")) == 8
+    assert wrong == []
     assert engine.restarts == restarts
     print(f"\npeak RSS during the corpus: bot and fake server {before[0]:.0f} -> {after[0]:.0f} MB,")
     print(f"engine process {before[1]:.0f} -> {after[1]:.0f} MB")
