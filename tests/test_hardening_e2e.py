@@ -112,6 +112,26 @@ async def first_answer(fake: FakeTelegram, message: dict[str, Any] | None, timeo
             await asyncio.sleep(0.02)
 
 
+async def store_usage(settings: Settings, user: TelegramUser, times: list[datetime]) -> Storage:
+    """The bot's database with one finished try-on of `user` at each of `times`, as an earlier run
+    of the bot would have left it."""
+    storage = await Storage.open(settings.database.url)
+    for at in times:
+        storage.record_usage(
+            UsageRecord(
+                job_id=uuid.uuid4().hex,
+                platform="telegram",
+                user_id=user.id,
+                chat_id=user.id,
+                chat_type="private",
+                status=UsageStatus.OK,
+                created_at=at,
+            )
+        )
+    assert await storage.flush()
+    return storage
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -144,20 +164,8 @@ async def test_the_daily_quota_holds_across_restarts_and_resets_at_midnight(
 ) -> None:
     settings = configured(fake, tmp_path, limits=LimitsSettings(user_per_minute=0, user_per_day=2))
     # Two try-ons earlier today, stored by an earlier run of the bot.
-    storage = await Storage.open(settings.database.url)
-    for minutes_ago in (30, 90):
-        storage.record_usage(
-            UsageRecord(
-                job_id=uuid.uuid4().hex,
-                platform="telegram",
-                user_id=ALICE.id,
-                chat_id=ALICE.id,
-                chat_type="private",
-                status=UsageStatus.OK,
-                created_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
-            )
-        )
-    await storage.close()
+    earlier = [datetime.now(UTC) - timedelta(minutes=minutes) for minutes in (30, 90)]
+    await (await store_usage(settings, ALICE, earlier)).close()
     now = [datetime.now(UTC).replace(hour=23, minute=58)]
     monkeypatch.setattr(serve_command, "serve", functools.partial(serve_command.serve, clock=lambda: now[0]))
 
@@ -282,6 +290,21 @@ async def test_forget_deletes_every_row_about_the_user_table_by_table(
             )
     finally:
         await tables.dispose()
+
+
+async def test_serve_deletes_usage_older_than_the_retention_setting(
+    fake: FakeTelegram, tmp_path: Path, shared_engine_queue: None
+) -> None:
+    settings = configured(
+        fake,
+        tmp_path,
+        database=DatabaseSettings(url=settings_for(fake, tmp_path).database.url, retention_days=30),
+    )
+    storage = await store_usage(settings, ALICE, [datetime.now(UTC) - timedelta(days=d) for d in (31, 29)])
+    async with serving(settings, fake):
+        stats = fake.send_text(ALICE, dm(ALICE), "/stats")
+        assert "Try-ons: 1 " in (await answer_to(fake, stats)).params["text"]
+    await storage.close()
 
 
 async def test_logs_carry_job_fields_but_no_token_or_image_bytes(
