@@ -18,8 +18,14 @@ from pydantic_settings import (
 class DiffusionSettings(BaseModel):
     models_dir: Path = Path("models")
     device: str = "cuda"
-    steps: int = 20
-    denoise: float = 0.6
+    steps: int = Field(default=20, ge=1, le=200)
+    denoise: float = Field(default=0.6, ge=0.0, le=1.0)
+    # Classifier-free guidance at user strength 1 (strength 0 → 1.0, i.e. no guidance).
+    max_guidance: float = Field(default=2.0, ge=1.0, le=10.0)
+    # Side of the square face crop the networks run on (Stable-Makeup was trained at 512).
+    size: int = Field(default=512, ge=64, le=1024, multiple_of=64)
+    # Same inputs give the same picture, so /strength changes only the strength.
+    seed: int = 0
     # Refuse to start when weights or GPU are missing instead of falling back to the embedded engine.
     required: bool = False
 
@@ -121,6 +127,24 @@ class TelegramSettings(BaseModel):
     max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
 
 
+class DiscordSettings(BaseModel):
+    token: SecretStr | None = None
+    # The message flow in server channels (two images in a message, or an image replying to one)
+    # needs the privileged Message Content intent; without it only slash commands, DMs and mentions work.
+    message_content: bool = True
+    # Publish the slash commands at start-up (`facelab serve --sync-commands`); only needed when they
+    # change, since Discord rate-limits it.
+    sync_commands: bool = False
+
+
+class WebSettings(BaseModel):
+    # Loopback by default: the playground has no accounts, so anyone who can reach it can use it.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Serve it next to the chat bots (`facelab serve --web`); it always runs when no bot token is set.
+    enabled: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACELAB_", env_nested_delimiter="__", extra="forbid")
 
@@ -129,6 +153,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     bot: BotSettings = BotSettings()
     telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
+    web: WebSettings = WebSettings()
     limits: LimitsSettings = LimitsSettings()
     access: AccessSettings = AccessSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -48,9 +48,30 @@ def _telegram(settings: Settings, core: Core) -> Adapter | None:
     return TelegramAdapter(settings.telegram, core)
 
 
-# The one place platforms are registered: Discord and the web playground (issue 4) add theirs here.
+def _discord(settings: Settings, core: Core) -> Adapter | None:
+    if settings.discord.token is None:
+        return None
+    from bot.discord import DiscordAdapter
+
+    return DiscordAdapter(settings, core)
+
+
+def _web(settings: Settings, core: Core) -> Adapter | None:
+    """The playground runs when asked for, and whenever no chat platform has a token, so a fresh
+    install has something to try."""
+    has_chat_token = settings.telegram.token is not None or settings.discord.token is not None
+    if has_chat_token and not settings.web.enabled:
+        return None
+    from bot.web import WebPlayground
+
+    return WebPlayground(settings, core)
+
+
+# The one place platforms are registered.
 ADAPTERS: dict[str, AdapterFactory] = {
     "telegram": _telegram,
+    "discord": _discord,
+    "web": _web,
 }
 
 
@@ -73,14 +94,34 @@ QUEUES: dict[str, Callable[[Settings], contextlib.AbstractAsyncContextManager[Jo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+    parser.add_argument(
+        "--web",
+        action="store_true",
+        help="also serve the web playground (web.host:web.port) next to the bots",
+    )
+    parser.add_argument(
+        "--sync-commands",
+        action="store_true",
+        help="publish the Discord slash commands at start-up (once, and after upgrades that change them)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(Path(args.config) if args.config else None)
-    if args.verbose:
-        settings.logging.level = "DEBUG"
+    settings = with_flags(load_settings(Path(args.config) if args.config else None), args)
     setup_logging(settings)
     return asyncio.run(serve(settings))
+
+
+def with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """The settings with the command line's switches applied (they only ever turn things on)."""
+    if args.web:
+        settings = settings.model_copy(update={"web": settings.web.model_copy(update={"enabled": True})})
+    if args.sync_commands:
+        discord = settings.discord.model_copy(update={"sync_commands": True})
+        settings = settings.model_copy(update={"discord": discord})
+    if args.verbose:
+        settings = settings.model_copy(update={"logging": settings.logging.model_copy(update={"level": "DEBUG"})})
+    return settings
 
 
 async def serve(
@@ -120,7 +161,7 @@ async def serve(
             if (adapter := build(settings, core)) is not None
         ]
         if not running:
-            log.error("no chat platform is configured: set telegram.token (or FACELAB_TELEGRAM__TOKEN)")
+            log.error("no chat platform is configured: set telegram.token or discord.token")
             await queue.close(drain_timeout_s=0)
             return 2
         for name, adapter in running:
