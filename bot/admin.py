@@ -50,7 +50,7 @@ class AdminCommands:
 
 
 def _target(argument: str, default_platform: str) -> tuple[str, str]:
-    """"123" is a user of the admin's own platform; "discord:123" names the platform."""
+    """An id alone is a user of the admin's own platform; "discord:123" names the platform."""
     platform, separator, user_id = argument.rpartition(":")
     return (platform, user_id) if separator and platform else (default_platform, argument)
 

@@ -108,6 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = with_flags(load_settings(Path(args.config) if args.config else None), args)
+    if args.verbose:
+        settings.logging.level = "DEBUG"
     setup_logging(settings)
     return asyncio.run(serve(settings))
 
@@ -119,8 +121,6 @@ def with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     if args.sync_commands:
         discord = settings.discord.model_copy(update={"sync_commands": True})
         settings = settings.model_copy(update={"discord": discord})
-    if args.verbose:
-        settings = settings.model_copy(update={"logging": settings.logging.model_copy(update={"level": "DEBUG"})})
     return settings
 
 
