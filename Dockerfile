@@ -1,9 +1,9 @@
 # Face Lab: one image for the bot (`facelab serve`) and the engine workers (`facelab worker`).
 # CPU engine by default; build with --build-arg EXTRAS=redis,diffusion for the diffusion engine
 # (then mount the weights at /app/models, see models/README.md).
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 
-# OpenCV and mediapipe load libGL and glib at import time.
+# OpenCV (the contrib wheel mediapipe needs) loads libGL and glib at import time; mediapipe bundles its own GL.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
