@@ -33,9 +33,9 @@ EngineFactory = Callable[[EngineSettings], MakeupEngine]
 
 def build_engine(settings: EngineSettings) -> MakeupEngine:
     """The engine `settings.backend` names (the default factory)."""
-    from engine.embedded import EmbeddedEngine
+    from engine.backends import create_engine
 
-    return EmbeddedEngine(settings)
+    return create_engine(settings)
 
 
 class EngineStartError(RuntimeError):

@@ -402,7 +402,8 @@ def test_models_check_lists_present_and_missing_files(
 def test_default_install_paths_never_import_torch() -> None:
     code = (
         "import sys, engine, engine.api, engine.embedded, engine.backends, engine.diffusion, "
-        "engine.diffusion.layout, engine.diffusion.structure, facelab.commands.models, facelab.cli\n"
+        "engine.diffusion.layout, engine.diffusion.structure, facelab.commands.models, facelab.cli, "
+        "facelab.commands.apply, facelab.commands.batch, bot.engine_process\n"
         "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

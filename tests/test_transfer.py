@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -17,7 +19,7 @@ from engine.faces import Face
 from engine.images import encode_image, load_image
 from engine.regions import FACE_OVAL
 from facelab.settings import EngineSettings
-from tests.conftest import face_path
+from tests.conftest import REPO_ROOT, face_path
 from tests.engine_helpers import LIMITS, backend, delta_e, faces, makeup_colour, mask, mean_lab, photo
 
 # (selfie, reference): light and dark selfies, light and dark references, strong and subtle makeup.
@@ -207,3 +209,14 @@ def test_a_turned_reference_makes_up_both_eyes_alike():
     ]
     assert np.linalg.norm(changes[0]) > 3 and np.linalg.norm(changes[1]) > 3
     assert delta_e(*changes) < 3.0
+
+
+def test_importing_the_engine_loads_neither_torch_nor_the_models():
+    code = (
+        "import sys, engine.embedded, facelab.commands.apply; "
+        "print(sorted(m for m in ('torch', 'diffusers', 'mediapipe') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    assert result.stdout.strip() == "[]"

@@ -6,12 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from engine.api import REGIONS, MakeupRequest, MakeupResult
-from engine.embedded import EmbeddedEngine
+from engine.api import REGIONS, MakeupEngine, MakeupRequest, MakeupResult
+from engine.backends import EngineUnavailableError, create_engine
+from engine.compare import before_after
 from engine.errors import EngineError
-from engine.images import encode_image, load_image
 from engine.looks import load_looks
 from facelab.settings import EngineSettings, load_settings
 
@@ -38,13 +36,14 @@ def run(args: argparse.Namespace) -> int:
         if (args.reference is None) == (args.look is None):
             raise CommandError("give either a REFERENCE photo or --look NAME")
         reference = LOOK_PREFIX + args.look if args.look else args.reference
-        engine = EmbeddedEngine(engine_settings(args))
+        settings = engine_settings(args)
+        engine = create_engine(settings)
         result = make_up_files(
             engine, args.selfie, reference, args.strength, parse_regions(args.regions), args.output
         )
         if args.compare:
-            write_comparison(engine, args.selfie, result, args.output)
-    except (CommandError, EngineError) as error:
+            write_comparison(settings, args.selfie, result, args.output)
+    except (CommandError, EngineError, EngineUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {args.output} ({result.width}x{result.height}, {result.faces} face(s))")
@@ -69,7 +68,7 @@ def parse_regions(text: str | None) -> dict[str, float] | None:
 
 
 def make_up_files(
-    engine: EmbeddedEngine,
+    engine: MakeupEngine,
     selfie: Path,
     reference: str,
     strength: float,
@@ -96,13 +95,10 @@ def make_up_files(
     return result
 
 
-def write_comparison(engine: EmbeddedEngine, selfie: Path, result: MakeupResult, output: Path) -> Path:
-    """Before | after side by side, next to the output."""
-    limits = engine.settings
-    before = load_image(read_file(selfie), max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
-    after = load_image(result.image, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
-    path = output.with_name(f"{output.stem}_compare{output.suffix}")
-    write_file(path, encode_image(np.hstack([before, after]), fmt=OUTPUT_FORMATS[output.suffix.lower()]))
+def write_comparison(settings: EngineSettings, selfie: Path, result: MakeupResult, output: Path) -> Path:
+    """Before | after side by side (JPEG), next to the output."""
+    path = output.with_name(f"{output.stem}_compare.jpg")
+    write_file(path, before_after(read_file(selfie), result.image, settings))
     return path
 
 

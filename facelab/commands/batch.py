@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.embedded import EmbeddedEngine
+from engine.api import MakeupEngine
+from engine.backends import EngineUnavailableError, create_engine
 from engine.errors import EngineError
 from facelab.commands.apply import LOOK_PREFIX, CommandError, engine_settings, make_up_files
 
@@ -32,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         rows = read_pairs(args.pairs)
-        engine = EmbeddedEngine(engine_settings(args))
-    except (CommandError, OSError) as error:
+        engine = create_engine(engine_settings(args))
+    except (CommandError, OSError, EngineUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     base = args.pairs.parent
@@ -65,7 +66,7 @@ def read_pairs(path: Path) -> list[dict[str, str]]:
         raise CommandError(f"cannot read {path}: {error}") from error
 
 
-def run_row(engine: EmbeddedEngine, row: dict[str, str], number: int, base: Path, out_dir: Path) -> dict:
+def run_row(engine: MakeupEngine, row: dict[str, str], number: int, base: Path, out_dir: Path) -> dict:
     """One pair; any failure becomes the row's error text instead of stopping the batch."""
     output = out_dir / (row["output"] or f"{number:04d}_{Path(row['selfie']).stem}.jpg")
     outcome: dict = {**row, "output": str(output), "faces": "", "ms": "", "error": ""}
