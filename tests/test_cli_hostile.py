@@ -20,9 +20,6 @@ from tests.hostile_images import ALL_NAMES, LIMITS, HostileImage, corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "elegant_ref_02.png"
-KNOWN_ENGINE_CRASHES = {
-    "elongated_strip": "engine/faces.py resizes a 6000x4 strip to a zero-height image (cv2.error)",
-}
 
 
 @dataclass(frozen=True)
@@ -75,15 +72,7 @@ def loader_message(case: HostileImage, role: Role) -> str:
     return caught.value.user_message
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_ENGINE_CRASHES[name]))
-        if name in KNOWN_ENGINE_CRASHES
-        else name
-        for name in ALL_NAMES
-    ],
-)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_corpus_file_through_facelab_apply(
     name: str, cases: dict[str, HostileImage], runs: dict[str, Run]
 ) -> None:
