@@ -15,6 +15,7 @@ mentions of its username and replies to its own messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 from PIL import Image
 
 TOKEN = "123456789:FAKE-test-token_never-real"
@@ -39,7 +40,9 @@ _TEXT_FIELDS = frozenset(
      "url", "inline_message_id", "emoji", "secret_token", "description", "short_description"}
 )  # fmt: skip
 _COMMAND_OR_MENTION = re.compile(r"(?<![\w/@])(/[A-Za-z0-9_]+(?:@[A-Za-z0-9_]+)?|@[A-Za-z0-9_]+)")
-_NON_CHAT_METHODS = frozenset({"getMe", "getUpdates", "deleteWebhook", "setMyCommands", "getFile"})
+_NON_CHAT_METHODS = frozenset(
+    {"getMe", "getUpdates", "setWebhook", "deleteWebhook", "setMyCommands", "getFile"}
+)
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,14 @@ class FakeTelegram:
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}
         self._chats: dict[int, dict[str, Any]] = {}
         self._rate_limits: list[_RateLimitRule] = []
-        self._consumed: set[int] = set()
-        self._changed = asyncio.Condition()
+        # Accepted calls no next_call has returned yet, and the next_calls waiting for a match.
+        self._unclaimed: list[ApiCall] = []
+        self._waiters: list[tuple[Callable[[ApiCall], bool], asyncio.Future[ApiCall]]] = []
+        self._updates_arrived = asyncio.Event()
+        # Set by setWebhook: updates are then POSTed there, as Telegram does, instead of polled.
+        self._webhook: tuple[str, str | None] | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self.webhook_statuses: list[int] = []
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._closing = False
@@ -150,8 +159,7 @@ class FakeTelegram:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._closing = True
-        async with self._changed:
-            self._changed.notify_all()
+        self._updates_arrived.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -282,30 +290,28 @@ class FakeTelegram:
         """The oldest accepted call to `method` (for `chat_id`, matching `where`) that no earlier
         next_call returned; waits for it up to `timeout` seconds."""
 
-        def find() -> ApiCall | None:
-            for index, call in enumerate(self.calls):
-                if (
-                    index not in self._consumed
-                    and call.method == method
-                    and call.rejected_with is None
-                    and (chat_id is None or call.chat_id == chat_id)
-                    and (where is None or where(call))
-                ):
-                    self._consumed.add(index)
-                    return call
-            return None
+        def matches(call: ApiCall) -> bool:
+            return (
+                call.method == method
+                and (chat_id is None or call.chat_id == chat_id)
+                and (where is None or where(call))
+            )
 
-        async with self._changed:
-            try:
-                async with asyncio.timeout(timeout):
-                    while (call := find()) is None:
-                        await self._changed.wait()
-            except TimeoutError:
-                seen = [(c.method, c.chat_id) for c in self.calls[-15:]]
-                raise AssertionError(
-                    f"no {method} to chat {chat_id} within {timeout}s; last calls: {seen}"
-                ) from None
-        return call
+        for index, call in enumerate(self._unclaimed):
+            if matches(call):
+                return self._unclaimed.pop(index)
+        waiter = (matches, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(waiter[1], timeout)
+        except TimeoutError:
+            seen = [(c.method, c.chat_id) for c in self.calls[-15:]]
+            raise AssertionError(
+                f"no {method} to chat {chat_id} within {timeout}s; last calls: {seen}"
+            ) from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def calls_to(self, method: str, chat_id: int | None = None) -> list[ApiCall]:
         return [c for c in self.calls if c.method == method and (chat_id is None or c.chat_id == chat_id)]
@@ -361,15 +367,27 @@ class FakeTelegram:
         return (replied.get("from") or {}).get("id") == BOT_ID
 
     def _push_update(self, body: dict[str, Any]) -> None:
-        self._updates.append({"update_id": next(self._update_ids), **body})
-        self._notify()
+        update = {"update_id": next(self._update_ids), **body}
+        if self._webhook is None:
+            self._updates.append(update)
+            self._updates_arrived.set()
+            return
+        task = asyncio.get_running_loop().create_task(self._post_to_webhook(update, *self._webhook))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
-    def _notify(self) -> None:
-        async def wake() -> None:
-            async with self._changed:
-                self._changed.notify_all()
+    async def _post_to_webhook(self, update: dict[str, Any], url: str, secret: str | None) -> None:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+        async with ClientSession() as session, session.post(url, json=update, headers=headers) as response:
+            self.webhook_statuses.append(response.status)
 
-        asyncio.get_running_loop().create_task(wake())
+    def _hand_over(self, call: ApiCall) -> None:
+        """Give an accepted call to the oldest next_call waiting for one like it, or keep it."""
+        for matches, future in self._waiters:
+            if not future.done() and matches(call):
+                future.set_result(call)
+                return
+        self._unclaimed.append(call)
 
     # ----------------------------------------------------------------- HTTP side
 
@@ -392,20 +410,18 @@ class FakeTelegram:
             self.calls.append(call)
         if (retry_after := self._take_rate_limit(method)) is not None:
             call.rejected_with = 429
-            self._notify()
             return _error(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
             call.rejected_with = 400
-            self._notify()
             return _error(400, f"Bad Request: method {method} is not served by the fake")
         try:
             call.result = await handler(call)
         except _ApiError as exc:
             call.rejected_with = exc.status
-            self._notify()
             return _error(exc.status, exc.description)
-        self._notify()
+        if method != "getUpdates":
+            self._hand_over(call)
         return web.json_response({"ok": True, "result": call.result})
 
     def _take_rate_limit(self, method: str) -> int | None:
@@ -424,7 +440,12 @@ class FakeTelegram:
         return {**self.bot_user, "can_join_groups": True, "can_read_all_group_messages": reads_all,
                 "supports_inline_queries": False}  # fmt: skip
 
+    async def _api_setWebhook(self, call: ApiCall) -> bool:
+        self._webhook = (call.params["url"], call.params.get("secret_token"))
+        return True
+
     async def _api_deleteWebhook(self, call: ApiCall) -> bool:
+        self._webhook = None
         if call.params.get("drop_pending_updates"):
             self._updates.clear()
         return True
@@ -445,13 +466,9 @@ class FakeTelegram:
         # Telegram forgets updates older than the offset the client confirms.
         self._updates = [u for u in self._updates if u["update_id"] >= offset]
         if not self._updates and wait > 0 and not self._closing:
-            async with self._changed:
-                try:
-                    async with asyncio.timeout(wait):
-                        while not self._updates and not self._closing:
-                            await self._changed.wait()
-                except TimeoutError:
-                    pass
+            self._updates_arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._updates_arrived.wait(), wait)
         return self._updates[:limit]
 
     async def _api_getFile(self, call: ApiCall) -> dict[str, Any]:

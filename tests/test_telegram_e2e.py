@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from PIL import Image
@@ -125,20 +126,27 @@ async def fake() -> AsyncIterator[FakeTelegram]:
         yield server
 
 
-def settings_for(fake: FakeTelegram, tmp_path: Path, **queue: Any) -> Settings:
+def settings_for(
+    fake: FakeTelegram, tmp_path: Path, telegram: dict[str, Any] | None = None, **queue: Any
+) -> Settings:
     return Settings(
-        telegram=TelegramSettings(token=TOKEN, base_url=fake.base_url, base_file_url=fake.base_file_url),
+        telegram=TelegramSettings(
+            token=TOKEN, base_url=fake.base_url, base_file_url=fake.base_file_url, **(telegram or {})
+        ),
         database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'facelab.db'}"),
         queue=QueueSettings(**queue),
     )
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, fake: FakeTelegram) -> AsyncIterator[None]:
-    """`facelab serve` running until the block ends; then it must drain and exit with status 0."""
+async def serving(
+    settings: Settings, fake: FakeTelegram, started_by: str = "deleteWebhook"
+) -> AsyncIterator[None]:
+    """`facelab serve` running until the block ends; then it must drain and exit with status 0.
+    `started_by`: the call that shows updates are being received (polling begins with deleteWebhook)."""
     stop = asyncio.Event()
     task = asyncio.create_task(serve_command.serve(settings, stop))
-    started = asyncio.create_task(fake.next_call("deleteWebhook"))  # polling has begun
+    started = asyncio.create_task(fake.next_call(started_by))
     done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         started.cancel()
@@ -384,3 +392,32 @@ async def test_rate_limit_answers_are_waited_out(fake: FakeTelegram, bot_setting
     assert [attempt.rejected_with for attempt in attempts] == [429, 429, None]
     assert all(later.at - earlier.at >= 1.0 for earlier, later in itertools.pairwise(attempts))
     assert read_code(result.upload("photo")) == 50
+
+
+async def test_webhook_mode_takes_updates_from_telegram_and_refuses_forged_ones(
+    fake: FakeTelegram, tmp_path: Path, shared_engine_queue: None, unused_tcp_port: int
+) -> None:
+    hook = f"http://127.0.0.1:{unused_tcp_port}/telegram/hook"
+    webhook = {
+        "mode": "webhook",
+        "webhook_url": hook,
+        "webhook_port": unused_tcp_port,
+        "webhook_secret": "s3cret",
+    }
+    chat = dm(ALICE)
+    async with serving(settings_for(fake, tmp_path, webhook), fake, started_by="setWebhook"):
+        fake.send_text(ALICE, chat, "/start")
+        help_text = await fake.next_call("sendMessage", chat.id)
+        forged = {"update_id": 999, "message": {"message_id": 1, "date": 0, "chat": chat.to_dict(),
+                                                "from": ALICE.to_dict(), "text": "/forget"}}  # fmt: skip
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(hook, json=forged, headers={"X-Telegram-Bot-Api-Secret-Token": "guess"}) as answer,
+        ):
+            assert answer.status == 403
+    registered = fake.calls_to("setWebhook")[0].params
+    assert registered["url"] == hook and registered["secret_token"] == "s3cret"
+    assert registered["allowed_updates"] == ["message", "callback_query"]
+    assert "/strength" in help_text.params["text"]
+    assert fake.webhook_statuses == [200]
+    assert len(fake.calls_to("sendMessage", chat.id)) == 1  # the forged /forget was not acted on

@@ -1,0 +1,199 @@
+"""Throughput and latency of the whole Telegram path against the engine alone, in one run.
+
+    python bench/bot_load.py [--users 50] [--size 512]
+
+N simulated users talk to the real stack (`facelab serve`'s wiring: python-telegram-bot over loopback
+HTTP to the fake Bot API of tests/fake_telegram.py, the conversation core, the queue, SQLite storage and
+one engine process). Each sends a selfie, waits for the bot's "got your selfie", sends the reference,
+and waits for the result. Then the same engine process runs the same N jobs back to back with no bot in
+front. The bot path should reach at least 90% of the engine-only throughput: the engine process is the
+bottleneck, and the bot must keep it fed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder would come first on sys.path; the repository root must.
+sys.path[0] = str(REPO_ROOT)
+
+from PIL import Image  # noqa: E402
+
+from bot.engine_process import EngineProcess  # noqa: E402
+from bot.queue import JobQueue, LocalJobQueue  # noqa: E402
+from engine.api import MakeupRequest  # noqa: E402
+from facelab.commands import serve as serve_command  # noqa: E402
+from facelab.settings import DatabaseSettings, QueueSettings, Settings, TelegramSettings  # noqa: E402
+from tests.fake_telegram import TOKEN, Chat, FakeTelegram, User  # noqa: E402
+
+FACES_DIR = Path(os.environ.get("FACELAB_FACES_DIR", REPO_ROOT.parent / "shared/data/faces"))
+SELFIES = ["sm_source_01.jpg", "sm_source_02.jpg", "shmt_source_01.jpg", "shmt_source_02.jpg",
+           "shmt_source_03.jpg", "elegant_source_01.png", "fr_source_01.jpg", "psgan_source_01.png",
+           "sm_source_04.jpg", "tmw_source_01.jpg"]  # fmt: skip
+REFERENCE = "elegant_ref_02.png"
+
+
+def photo(kind: str, name: str, size: int) -> bytes:
+    """A shared face photo as a JPEG whose longest side is `size` px (as a phone would send it)."""
+    with Image.open(FACES_DIR / kind / name) as source:
+        image = source.convert("RGB")
+    scale = size / max(image.size)
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, fake: FakeTelegram, engine: EngineProcess) -> AsyncIterator[None]:
+    """`facelab serve` with its queue over `engine`, until the block ends."""
+
+    @contextlib.asynccontextmanager
+    async def queue_over(settings: Settings) -> AsyncIterator[JobQueue]:
+        yield LocalJobQueue(engine, max_size=settings.queue.max_size, per_user=settings.queue.per_user)
+
+    original = serve_command.QUEUES["local"]
+    serve_command.QUEUES["local"] = queue_over
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_command.serve(settings, stop))
+    try:
+        await fake.next_call("deleteWebhook", timeout=60)  # polling has begun
+        yield
+    finally:
+        stop.set()
+        await task
+        serve_command.QUEUES["local"] = original
+
+
+async def simulated_user(
+    fake: FakeTelegram, user: User, selfie: bytes, reference: bytes
+) -> tuple[float, float]:
+    """One person's try-on; returns (when they started, seconds from sending the reference to the result)."""
+    chat = Chat(user.id, "private")
+    started = time.monotonic()
+    fake.send_photo(user, chat, selfie)
+    await fake.next_call("sendMessage", chat.id, timeout=600)  # "Got your selfie..."
+    sent = time.monotonic()
+    fake.send_photo(user, chat, reference)
+    result = await fake.next_call("sendPhoto", chat.id, timeout=600)
+    return started, result.at - sent
+
+
+async def bot_path(
+    engine: EngineProcess, selfies: list[bytes], reference: bytes
+) -> tuple[float, list[float]]:
+    """(jobs per second, latencies) through the whole Telegram stack."""
+    with tempfile.TemporaryDirectory() as scratch:
+        async with FakeTelegram() as fake:
+            settings = Settings(
+                telegram=TelegramSettings(
+                    token=TOKEN, base_url=fake.base_url, base_file_url=fake.base_file_url
+                ),
+                database=DatabaseSettings(url=f"sqlite+aiosqlite:///{scratch}/bench.db"),
+                queue=QueueSettings(max_size=len(selfies) + 1),
+            )
+            async with serving(settings, fake, engine):
+                users = [User(10_000 + index, f"user{index}") for index in range(len(selfies))]
+                outcomes = await asyncio.gather(
+                    *(
+                        simulated_user(fake, user, selfie, reference)
+                        for user, selfie in zip(users, selfies, strict=True)
+                    )
+                )
+                finished = max(call.at for call in fake.calls_to("sendPhoto"))
+    first_start = min(started for started, _ in outcomes)
+    return len(selfies) / (finished - first_start), [latency for _, latency in outcomes]
+
+
+class CpuMeter:
+    """CPU seconds used by this process (bot, fake Telegram server and simulated users together) and by
+    the engine child, between `start()` and `stop()` (Linux: the child's figures come from /proc)."""
+
+    def __init__(self, engine: EngineProcess) -> None:
+        self._engine = engine
+        self._started = (0.0, 0.0)
+        self.bot_s = self.engine_s = 0.0
+
+    def _now(self) -> tuple[float, float]:
+        with open(f"/proc/{self._engine.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return time.process_time(), (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    def start(self) -> None:
+        self._started = self._now()
+
+    def stop(self) -> None:
+        bot, engine = self._now()
+        self.bot_s, self.engine_s = bot - self._started[0], engine - self._started[1]
+
+
+async def engine_only(engine: EngineProcess, selfies: list[bytes], reference: bytes, strength: int) -> float:
+    """Jobs per second of the same engine process fed back to back, with no bot in front."""
+    started = time.monotonic()
+    for selfie in selfies:
+        await engine.run(MakeupRequest(selfie=selfie, reference=reference, strength=strength / 100))
+    return len(selfies) / (time.monotonic() - started)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
+
+
+async def main(users: int, size: int) -> None:
+    settings = Settings()
+    selfies = [photo("source", SELFIES[index % len(SELFIES)], size) for index in range(users)]
+    reference = photo("reference", REFERENCE, size)
+    engine = EngineProcess(settings.engine)
+    await engine.start()
+    try:
+        await engine_only(engine, selfies[:3], reference, settings.bot.default_strength)  # warm-up
+        # Engine alone before and after the bot run, so a change in machine load shows and averages out.
+        alone, with_bot = CpuMeter(engine), CpuMeter(engine)
+        alone.start()
+        before = await engine_only(engine, selfies, reference, settings.bot.default_strength)
+        alone.stop()
+        with_bot.start()
+        bot_rate, latencies = await bot_path(engine, selfies, reference)
+        with_bot.stop()
+        after = await engine_only(engine, selfies, reference, settings.bot.default_strength)
+    finally:
+        await engine.close()
+    engine_rate = (before + after) / 2
+    print(
+        f"{users} users, photos {size} px on the longest side, one engine process ({settings.engine.backend})"
+    )
+    print(f"engine only : {engine_rate:6.2f} jobs/s   (before {before:.2f}, after {after:.2f})")
+    print(f"bot path    : {bot_rate:6.2f} jobs/s   latency p50 {percentile(latencies, 0.5):.2f} s, "
+          f"p95 {percentile(latencies, 0.95):.2f} s (reference sent -> result received)")  # fmt: skip
+    print(f"ratio       : {bot_rate / engine_rate:6.2f}   (target >= 0.90)")
+    engine_ms, alone_ms, bot_ms = (
+        seconds * 1000 / users for seconds in (with_bot.engine_s, alone.engine_s, with_bot.bot_s)
+    )
+    print(
+        f"CPU per job : engine {engine_ms:.0f} ms (alone {alone_ms:.0f} ms); "
+        f"bot process with the fake Telegram and the users {bot_ms:.0f} ms"
+    )
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"machine     : {len(os.sched_getaffinity(0))} cores, load average {load}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=50, help="simulated users, one try-on each")
+    parser.add_argument("--size", type=int, default=512, help="longest side of the photos, px")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.users, arguments.size))
