@@ -129,10 +129,15 @@ def secrets_of(settings: BaseModel) -> list[str]:
     return found
 
 
-def setup_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
+def setup_logging(
+    settings: Settings, stream: TextIO | None = None, *, debug: bool = False
+) -> logging.Handler:
     """Route every logger to one redacting handler on `stream` (stderr); calling it again replaces
-    that handler (others, such as a test's log capture, stay)."""
-    options: LoggingSettings = settings.logging
+    that handler (others, such as a test's log capture, stay). `debug` (a command's --verbose)
+    overrides the configured level."""
+    options: LoggingSettings = (
+        settings.logging.model_copy(update={"level": "DEBUG"}) if debug else settings.logging
+    )
     redact = redact_in_logs(*secrets_of(settings))
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(HANDLER_NAME)

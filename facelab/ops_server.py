@@ -56,7 +56,9 @@ class OpsServer:
             self._runner = None
 
     async def _serve_metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self._metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=await self._metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def _serve_health(self, _request: web.Request) -> web.Response:
         names = list(self._checks)

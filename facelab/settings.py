@@ -47,6 +47,12 @@ class QueueSettings(BaseModel):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # On shutdown, queued jobs get this long to finish; users of the rest are told to resend.
     drain_timeout_s: float = 30.0
+    # Redis backend only: every key and the job stream start with this, so deployments can share a Redis.
+    redis_prefix: str = "facelab"
+    # Inputs and results left in Redis (bot process gone, job undeliverable) expire after this.
+    job_ttl_s: float = Field(default=300.0, gt=0)
+    # A job unacknowledged this long is taken over by another worker; keep it above engine.job_timeout_s.
+    reclaim_after_s: float = Field(default=120.0, gt=0)
 
 
 class DatabaseSettings(BaseModel):

@@ -108,7 +108,11 @@ async def test_metrics_count_jobs_by_status_errors_by_kind_and_engine_time(
 ) -> None:
     metrics = Metrics()
     depth = [3]
-    metrics.track_queue_depth(lambda: depth[0])
+
+    async def waiting() -> int:
+        return depth[0]
+
+    metrics.track_queue_depth(waiting)
     for record in (
         job(UsageStatus.OK, engine_ms=300),
         job(UsageStatus.OK, engine_ms=1500),

@@ -86,9 +86,22 @@ async def local_queue(settings: Settings) -> AsyncIterator[JobQueue]:
         await engine.close()
 
 
-# queue.backend -> how to build that queue; the Redis-backed one (issue 5) registers here.
+@contextlib.asynccontextmanager
+async def redis_queue(settings: Settings) -> AsyncIterator[JobQueue]:
+    """Scale-out: jobs go to Redis and `facelab worker` processes run them; no engine here."""
+    from bot.queue_redis import RedisJobQueue  # the [redis] extra
+
+    queue = RedisJobQueue(settings.queue)
+    try:
+        yield queue
+    finally:
+        await queue.disconnect()
+
+
+# queue.backend -> how to build that queue.
 QUEUES: dict[str, Callable[[Settings], contextlib.AbstractAsyncContextManager[JobQueue]]] = {
     "local": local_queue,
+    "redis": redis_queue,
 }
 
 
@@ -108,9 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = with_flags(load_settings(Path(args.config) if args.config else None), args)
-    if args.verbose:
-        settings.logging.level = "DEBUG"
-    setup_logging(settings)
+    setup_logging(settings, debug=args.verbose)
     return asyncio.run(serve(settings))
 
 
@@ -135,7 +146,7 @@ async def serve(
     if settings.queue.backend not in QUEUES:
         log.error("queue.backend %r is not available in this version", settings.queue.backend)
         return 2
-    stop = stop if stop is not None else _stop_on_signals()
+    stop = stop if stop is not None else stop_on_signals()
     async with contextlib.AsyncExitStack() as stack:
         storage = await Storage.open(
             settings.database.url,
@@ -148,7 +159,7 @@ async def serve(
         queue = await stack.enter_async_context(QUEUES[settings.queue.backend](settings))
         await queue.start()
         metrics = Metrics()
-        metrics.track_queue_depth(lambda: queue.depth)
+        metrics.track_queue_depth(queue.waiting)
         gatekeeper = Gatekeeper.from_settings(settings, storage, clock)
         core = Core(settings, queue, storage, gatekeeper=gatekeeper, metrics=metrics)
         if settings.metrics.enabled:
@@ -184,7 +195,8 @@ def _serving_check(stop: asyncio.Event) -> Callable[[], Awaitable[str | None]]:
     return check
 
 
-def _stop_on_signals() -> asyncio.Event:
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
