@@ -30,8 +30,6 @@ from storage.api import utcnow
 
 log = logging.getLogger(__name__)
 
-RATE_KEY_PREFIX = "facelab:rate"
-
 
 @dataclass(frozen=True)
 class Requester:
@@ -64,14 +62,16 @@ class Refusal:
     user_message: str
 
 
-def rate_storage_for(settings: Settings, key_prefix: str = RATE_KEY_PREFIX) -> RateStorage:
-    """Where per-minute windows live: Redis when bot processes share a Redis queue, else memory."""
-    if settings.queue.backend == "redis":
+def rate_storage_for(settings: Settings) -> RateStorage:
+    """Where per-minute windows live: Redis when bot processes share a Redis queue (under the queue's
+    key prefix, so deployments sharing a Redis keep apart), else memory."""
+    queue = settings.queue
+    if queue.backend == "redis":
         # redis-py's asyncio client is already a dependency of the Redis queue; no second client.
         return RedisStorage(
-            settings.queue.redis_url.replace("redis://", "async+redis://", 1),
+            queue.redis_url.replace("redis://", "async+redis://", 1),
             implementation="redispy",
-            key_prefix=key_prefix,
+            key_prefix=f"{queue.redis_prefix}:rate",
             wrap_exceptions=True,
         )
     return MemoryStorage()

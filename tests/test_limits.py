@@ -27,8 +27,8 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     await storage.close()
 
 
-def redis_settings(redis_url: str) -> Settings:
-    return Settings(queue=QueueSettings(backend="redis", redis_url=redis_url))
+def redis_settings(redis_url: str, prefix: str) -> Settings:
+    return Settings(queue=QueueSettings(backend="redis", redis_url=redis_url, redis_prefix=prefix))
 
 
 def record(requester: Requester, at: datetime, status: UsageStatus = UsageStatus.OK) -> UsageRecord:
@@ -57,7 +57,7 @@ async def test_rate_window_is_shared_by_bot_processes_through_redis(storage: Sto
     prefix = f"test-limits-{uuid.uuid4().hex}"
     # Two bot processes: each has its own Gatekeeper and Redis client, one Redis.
     first, second = (
-        Gatekeeper(limits, AccessSettings(), storage, rate_storage_for(redis_settings(redis_url), prefix))
+        Gatekeeper(limits, AccessSettings(), storage, rate_storage_for(redis_settings(redis_url, prefix)))
         for _ in range(2)
     )
     kinds = [

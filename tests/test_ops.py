@@ -1,21 +1,48 @@
 """facelab/ops_server.py and bot/metrics.py over real loopback HTTP: /healthz answers 200 or 503 with
-what is wrong, /metrics is Prometheus text with the counts of the jobs observed."""
+what is wrong, /metrics is Prometheus text with the counts of the jobs observed; and a real
+`facelab worker` (Redis queue) serving both after a job. The bot's endpoint after a run through
+Telegram is in test_hardening_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
-from bot.metrics import Metrics
+from bot.metrics import MeteredRunner, Metrics
+from bot.queue import Job
+from bot.queue_redis import RedisJobQueue
+from engine.api import MakeupRequest, MakeupResult
+from engine.errors import NoFaceError
 from facelab.ops_server import HealthCheck, OpsServer
-from facelab.settings import MetricsSettings
+from facelab.settings import MetricsSettings, QueueSettings
 from storage import UsageRecord, UsageStatus
+from tests.conftest import REPO_ROOT
+from tests.redis_bot_process import small_photo
+
+SELFIE = "sm_source_01.jpg"
 
 # serve(checks, metrics=None) -> base URL of a started OpsServer
 Serve = Callable[..., Awaitable[str]]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def healthy() -> str | None:
@@ -136,3 +163,77 @@ async def test_metrics_count_jobs_by_status_errors_by_kind_and_engine_time(
     assert found["facelab_queue_depth", frozenset()] == 3
     depth[0] = 0  # read at scrape time
     assert samples((await get(f"{base}/metrics"))[2])["facelab_queue_depth", frozenset()] == 0
+
+
+class Refusing:
+    """An engine double that refuses every other job, for counting outcomes."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def run(self, request: MakeupRequest) -> MakeupResult:
+        self.calls += 1
+        if self.calls % 2 == 0:
+            raise NoFaceError("no face", "selfie")
+        return MakeupResult(image=b"", width=1, height=1, faces=1)
+
+
+async def test_a_metered_runner_times_every_job_and_counts_refusals_by_kind() -> None:
+    metrics = Metrics()
+    runner = MeteredRunner(Refusing(), metrics)
+    request = MakeupRequest(selfie=b"", look="natural")
+    for _ in range(3):
+        with contextlib.suppress(NoFaceError):
+            await runner.run(request)
+    found = samples((await metrics.exposition()).decode())
+    assert found["facelab_engine_seconds_count", frozenset()] == 3
+    assert found["facelab_errors_total", frozenset({("kind", "no_face")})] == 1
+
+
+async def test_a_worker_serves_metrics_and_health_after_running_a_job(redis_url: str, tmp_path: Path) -> None:
+    """A real `facelab worker` on the Redis queue runs one job; its endpoint then shows it."""
+    prefix, port = f"test-ops-{uuid.uuid4().hex[:10]}", free_port()
+    queue_settings = QueueSettings(backend="redis", redis_url=redis_url, redis_prefix=prefix)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO_ROOT),
+        FACELAB_QUEUE__BACKEND="redis",
+        FACELAB_QUEUE__REDIS_URL=redis_url,
+        FACELAB_QUEUE__REDIS_PREFIX=prefix,
+        FACELAB_METRICS__PORT=str(port),
+    )
+    with open(tmp_path / "worker.log", "wb") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "facelab", "worker", "--name", "ops"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    queue = RedisJobQueue(queue_settings)
+    await queue.start()
+    try:
+        tryon = Job(
+            uuid.uuid4().hex,
+            "test",
+            "chat",
+            "user",
+            MakeupRequest(selfie=small_photo(SELFIE, 200), look="natural"),
+        )
+        ticket = await queue.submit(tryon)
+        result = await asyncio.wait_for(ticket.result(), 180)
+        assert result.faces == 1
+        status, _, exposition = await get(f"http://127.0.0.1:{port}/metrics")
+        health_status, _, health = await get(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        await queue.close(drain_timeout_s=0)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        redis = Redis.from_url(redis_url)
+        keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+    assert status == 200 and samples(exposition)["facelab_engine_seconds_count", frozenset()] == 1
+    assert health_status == 200 and json.loads(health)["checks"] == {"engine": "ok"}
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
