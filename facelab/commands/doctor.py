@@ -117,23 +117,27 @@ async def _check_redis(settings: Settings) -> Check:
 def _check_models(settings: Settings) -> Check:
     if settings.engine.backend != "diffusion":
         return Check("models", "skip", "the embedded engine needs no downloaded weights")
-    models_dir = settings.engine.diffusion.models_dir
-    if not models_dir.is_dir() or not any(models_dir.iterdir()):
-        outcome: Outcome = "FAIL" if settings.engine.diffusion.required else "warn"
-        return Check("models", outcome, f"{models_dir}: no weights (see models/README.md)")
-    return Check("models", "ok", f"{models_dir}: weights present")
+    from engine.diffusion.availability import unavailable_reason
+
+    diffusion = settings.engine.diffusion
+    reason = unavailable_reason(diffusion)
+    if reason is None:
+        return Check("models", "ok", f"{diffusion.models_dir}: every weight file present, device ready")
+    # Not required: the embedded engine stands in, which works but is not what was configured.
+    outcome: Outcome = "FAIL" if diffusion.required else "warn"
+    return Check("models", outcome, f"{reason} (see `facelab models check`)")
 
 
 def _check_engine(settings: Settings) -> Check:
-    from bot.engine_process import build_engine
     from engine.api import MakeupRequest
+    from engine.backends import create_engine
     from engine.errors import EngineError
     from engine.images import encode_image
 
     request = MakeupRequest(selfie=encode_image(_synthetic_image(), "PNG"), look="natural")
     started = time.perf_counter()
     try:
-        engine = build_engine(settings.engine)
+        engine = create_engine(settings.engine)
         try:
             engine.apply(request)
             outcome = "made up the synthetic image"
