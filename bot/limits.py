@@ -69,7 +69,7 @@ def rate_storage_for(settings: Settings) -> RateStorage:
     if queue.backend == "redis":
         # redis-py's asyncio client is already a dependency of the Redis queue; no second client.
         return RedisStorage(
-            queue.redis_url.replace("redis://", "async+redis://", 1),
+            f"async+{queue.redis_url}",  # limits' name for redis:// and rediss:// used from asyncio
             implementation="redispy",
             key_prefix=f"{queue.redis_prefix}:rate",
             wrap_exceptions=True,
