@@ -774,7 +774,8 @@ PRIVACY_TEXT = """What Face Lab keeps:
 - In the database: your platform user id ({user}) and preferred strength (and a ban, if an operator \
 sets one), and for each try-on its time, chat id and type, outcome, error kind and timings. Never an \
 image. Try-on records are deleted {retention}.
-- In the logs: job ids, outcomes and timings. Never an image.
+- In the logs: job ids, outcomes and timings; a user id only where the operator needs it (a ban, a \
+refused operator command, a record the database could not take). Never an image.
 /forget deletes all of it at once."""
 
 
