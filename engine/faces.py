@@ -79,13 +79,14 @@ def to_ibug68(face: Face) -> np.ndarray:
 
 class MediapipeBackend:
     """The face mesh, with its own short-range detector, runs once on a downscaled copy: that finds
-    the faces of selfies and group photos alike. In a large photo, or when it finds nothing, the
-    full-range detector searches too (a padded copy for a face filling a tight crop, tiles for a face
-    a few percent of a 12-megapixel frame) and the mesh runs on each new face's crop."""
+    the faces of selfies and group photos alike. When the photo was shrunk for it (small faces may be
+    lost there), or when it finds nothing, the full-range detector searches too (a padded copy for a
+    face filling a tight crop, tiles for a face a few percent of a 12-megapixel frame) and the mesh
+    runs on each new face's crop."""
 
     MESH_SIZE = 512  # longest side of the copy the mesh sees
     DETECT_SIZE = 640  # longest side of the copy (or tile) the full-range detector sees
-    MAX_FACES = 6
+    MAX_FACES = 12  # every face of a group selfie gets made up; the cap bounds the work per photo
     CROP_SCALE = 2.2  # crop side relative to the detector's box: the mesh wants some context
 
     def __init__(self, working_size: int = 192) -> None:
@@ -106,7 +107,7 @@ class MediapipeBackend:
     def detect(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
         faces = self._mesh(self._mesh_all, rgb, (0, 0, w, h), self.MESH_SIZE)
-        if not faces or max(h, w) > 2 * self.MESH_SIZE:
+        if not faces or max(h, w) > self.MESH_SIZE:
             for box in self._detect_boxes(rgb):
                 if any(_covers(face, box) for face in faces):
                     continue

@@ -72,7 +72,10 @@ def loader_message(case: HostileImage, role: Role) -> str:
     return caught.value.user_message
 
 
-@pytest.mark.parametrize("name", ALL_NAMES)
+@pytest.mark.parametrize(
+    "name",
+    ALL_NAMES,
+)
 def test_corpus_file_through_facelab_apply(
     name: str, cases: dict[str, HostileImage], runs: dict[str, Run]
 ) -> None:
