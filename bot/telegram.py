@@ -124,9 +124,12 @@ class TelegramAdapter:
             .build()
         )
         app.add_handler(CommandHandler([*COMMANDS, *OPERATOR_COMMANDS], self._on_command))
-        app.add_handler(MessageHandler(filters.PHOTO | IMAGE_DOCUMENT, self._on_image))
-        app.add_handler(MessageHandler(filters.Document.ALL, self._on_other_file))
-        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._on_text))
+        # Other commands in a private chat: the core answers with what it does know.
+        app.add_handler(MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, self._on_command))
+        addressed = AddressedToBot()
+        app.add_handler(MessageHandler((filters.PHOTO | IMAGE_DOCUMENT) & addressed, self._on_image))
+        app.add_handler(MessageHandler(filters.Document.ALL & addressed, self._on_other_file))
+        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND & addressed, self._on_help))
         app.add_handler(CallbackQueryHandler(self._on_button))
         app.add_error_handler(self._on_error)
         return app
@@ -208,13 +211,9 @@ class TelegramAdapter:
         if (origin := _origin(update)) is not None:
             await self.send_text(origin.chat_id, NOT_AN_IMAGE, reply_to=origin.message_id)
 
-    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Plain text in a private chat, or a mention of the bot in a group: answer with the help."""
-        message = update.effective_message
-        origin = _origin(update)
-        if message is None or origin is None:
-            return
-        if origin.chat_type == "private" or self._mentions_me(message):
+    async def _on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Text that is no command (in a private chat, or addressed to the bot in a group): the help."""
+        if (origin := _origin(update)) is not None:
             await self._core.on_command(origin, "help")
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -261,9 +260,26 @@ class TelegramAdapter:
             log.warning("downloading a photo from Telegram failed", exc_info=True)
         raise _NotDownloaded(DOWNLOAD_FAILED)
 
-    def _mentions_me(self, message: Message) -> bool:
-        mentions = message.parse_entities([MessageEntityType.MENTION]).values()
-        return f"@{self._bot.username}".lower() in (mention.lower() for mention in mentions)
+
+class AddressedToBot(filters.MessageFilter):
+    """Everything in a private chat; in a group only what Telegram's privacy mode lets through (commands,
+    mentions of the bot, replies to it), so the bot behaves the same whether privacy mode is on or off
+    and never answers photos people share among themselves."""
+
+    def filter(self, message: Message) -> bool:
+        if message.chat.type == ChatType.PRIVATE:
+            return True
+        bot = message.get_bot()
+        replied = message.reply_to_message
+        if replied is not None and replied.from_user is not None and replied.from_user.id == bot.id:
+            return True
+        me = f"@{bot.username}".lower()
+        words = {**message.parse_entities(), **message.parse_caption_entities()}
+        return any(
+            (entity.type == MessageEntityType.BOT_COMMAND and ("@" not in text or text.lower().endswith(me)))
+            or (entity.type == MessageEntityType.MENTION and text.lower() == me)
+            for entity, text in words.items()
+        )
 
 
 class _NotDownloaded(Exception):

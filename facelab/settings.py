@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -131,6 +131,12 @@ class TelegramSettings(BaseModel):
     max_retries: int = Field(default=3, ge=0)
     # The cloud Bot API refuses downloads above 20 MB; raise only with a self-hosted Bot API server.
     max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _webhook_needs_an_address(self) -> TelegramSettings:
+        if self.mode == "webhook" and not self.webhook_url:
+            raise ValueError('telegram.webhook_url is required when telegram.mode is "webhook"')
+        return self
 
 
 class DiscordSettings(BaseModel):

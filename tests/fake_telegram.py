@@ -131,6 +131,7 @@ class FakeTelegram:
         self._files: dict[str, _StoredFile] = {}
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}
         self._chats: dict[int, dict[str, Any]] = {}
+        self._reached_bot: set[tuple[int, int]] = set()
         self._rate_limits: list[_RateLimitRule] = []
         # Accepted calls no next_call has returned yet, and the next_calls waiting for a match.
         self._unclaimed: list[ApiCall] = []
@@ -187,9 +188,8 @@ class FakeTelegram:
 
     def send_text(
         self, user: User, chat: Chat, text: str, reply_to: dict[str, Any] | None = None
-    ) -> dict[str, Any] | None:
-        """A text message (commands and @mentions get their entities). Returns the message, or None
-        when privacy mode kept it from the bot."""
+    ) -> dict[str, Any]:
+        """A text message (commands and @mentions get their entities)."""
         message = self._new_message(user, chat, reply_to)
         message["text"] = text
         if entities := _entities(text):
@@ -205,7 +205,7 @@ class FakeTelegram:
         reply_to: dict[str, Any] | None = None,
         media_group_id: str | None = None,
         file_size: int | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any]:
         """A compressed photo, as Telegram sends it: a list of sizes (here a thumbnail and the full one)."""
         file_id = self.add_file(data, file_size)
         width, height = _image_size(data)
@@ -225,7 +225,7 @@ class FakeTelegram:
 
     def send_album(
         self, user: User, chat: Chat, photos: list[bytes], caption: str | None = None
-    ) -> list[dict[str, Any] | None]:
+    ) -> list[dict[str, Any]]:
         """Several photos sent at once: one update per photo sharing a media_group_id; Telegram puts
         the album's caption on the first photo."""
         group_id = f"album-{next(self._message_ids)}"
@@ -243,7 +243,7 @@ class FakeTelegram:
         mime_type: str,
         caption: str | None = None,
         file_size: int | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any]:
         file_id = self.add_file(data, file_size)
         stored = self._files[file_id]
         message = self._new_message(user, chat, None)
@@ -313,6 +313,10 @@ class FakeTelegram:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
+    def reached_bot(self, message: dict[str, Any]) -> bool:
+        """Whether a message a user sent was delivered to the bot (group privacy mode may hold it back)."""
+        return (message["chat"]["id"], message["message_id"]) in self._reached_bot
+
     def calls_to(self, method: str, chat_id: int | None = None) -> list[ApiCall]:
         return [c for c in self.calls if c.method == method and (chat_id is None or c.chat_id == chat_id)]
 
@@ -344,11 +348,12 @@ class FakeTelegram:
             if entities := _entities(caption):
                 message["caption_entities"] = entities
 
-    def _deliver(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        self._messages[(message["chat"]["id"], message["message_id"])] = message
-        if message["chat"]["type"] != "private" and self.privacy_mode and not self._bot_may_see(message):
-            return None
-        self._push_update({"message": message})
+    def _deliver(self, message: dict[str, Any]) -> dict[str, Any]:
+        key = (message["chat"]["id"], message["message_id"])
+        self._messages[key] = message
+        if message["chat"]["type"] == "private" or not self.privacy_mode or self._bot_may_see(message):
+            self._reached_bot.add(key)
+            self._push_update({"message": message})
         return message
 
     def _bot_may_see(self, message: dict[str, Any]) -> bool:

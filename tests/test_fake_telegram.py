@@ -149,7 +149,6 @@ async def test_album_is_one_update_per_photo_with_a_shared_group_id(fake: FakeTe
     async with running_bot(fake):
         messages = fake.send_album(ALICE, ALICE_DM, [first, second], caption="both")
         answers = [await fake.next_call("sendPhoto", chat_id=ALICE_DM.id) for _ in range(2)]
-    assert messages[0] is not None and messages[1] is not None
     assert messages[0]["media_group_id"] == messages[1]["media_group_id"]
     assert sorted(a.upload("photo") for a in answers) == sorted([first, second])
     assert sorted(a.params["caption"] for a in answers) == ["caption=None", "caption=both"]
@@ -157,16 +156,16 @@ async def test_album_is_one_update_per_photo_with_a_shared_group_id(fake: FakeTe
 
 async def test_group_privacy_mode_hides_plain_messages_from_the_bot(fake: FakeTelegram) -> None:
     async with running_bot(fake):
-        assert fake.send_photo(BOB, GROUP, png((9, 9, 9))) is None
-        assert fake.send_text(BOB, GROUP, "/start@some_other_bot") is None
-        assert fake.send_text(BOB, GROUP, "/start@facelab_test_bot") is not None
+        assert not fake.reached_bot(fake.send_photo(BOB, GROUP, png((9, 9, 9))))
+        assert not fake.reached_bot(fake.send_text(BOB, GROUP, "/start@some_other_bot"))
+        assert fake.reached_bot(fake.send_text(BOB, GROUP, "/start@facelab_test_bot"))
         reply = await fake.next_call("sendMessage", chat_id=GROUP.id)
         mention = fake.send_photo(BOB, GROUP, png((8, 8, 8)), caption="@facelab_test_bot here")
         answer = await fake.next_call("sendPhoto", chat_id=GROUP.id)
         reply_to_bot = fake.send_photo(BOB, GROUP, png((7, 7, 7)), reply_to=answer.result)
         second = await fake.next_call("sendPhoto", chat_id=GROUP.id)
     assert reply.params["text"] == "command /start@facelab_test_bot"
-    assert mention is not None and reply_to_bot is not None
+    assert fake.reached_bot(mention) and fake.reached_bot(reply_to_bot)
     assert second.upload("photo") == png((7, 7, 7))
     assert len(fake.calls_to("sendPhoto")) == 2
 

@@ -92,8 +92,7 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def replying_to(message: dict[str, Any] | None) -> Callable[[ApiCall], bool]:
-    assert message is not None, "the fake did not deliver this message to the bot"
+def replying_to(message: dict[str, Any]) -> Callable[[ApiCall], bool]:
     return lambda call: (call.params.get("reply_parameters") or {}).get("message_id") == message["message_id"]
 
 
@@ -185,6 +184,8 @@ async def test_private_chat_flow_with_result_buttons_and_no_token_in_logs(
         fake.send_text(ALICE, chat, "/start")
         help_text = await fake.next_call("sendMessage", chat.id)
         assert "/strength" in help_text.params["text"]
+        fake.send_text(ALICE, chat, "/frobnicate")
+        assert "don't know /frobnicate" in (await fake.next_call("sendMessage", chat.id)).params["text"]
 
         first = fake.send_photo(ALICE, chat, selfie(5))
         got_selfie = await fake.next_call("sendMessage", chat.id, replying_to(first))
@@ -239,7 +240,7 @@ async def test_group_with_privacy_mode_keeps_two_interleaving_users_apart(
     fake: FakeTelegram, bot_settings: Settings
 ) -> None:
     async with serving(bot_settings, fake):
-        assert fake.send_photo(ALICE, GROUP, selfie(1)) is None  # privacy mode: not for the bot
+        assert not fake.reached_bot(fake.send_photo(ALICE, GROUP, selfie(1)))  # privacy mode: not for the bot
         alice_selfie = fake.send_photo(ALICE, GROUP, selfie(2), caption="@facelab_test_bot me")
         bob_selfie = fake.send_photo(BOB, GROUP, selfie(3), caption="@facelab_test_bot")
         asked_alice = await fake.next_call("sendMessage", GROUP.id, replying_to(alice_selfie))
@@ -256,6 +257,34 @@ async def test_group_with_privacy_mode_keeps_two_interleaving_users_apart(
     assert read_code(bob_result.upload("photo")) == 3
     assert "Only the person who asked" in refused.params["text"]
     assert len(fake.calls_to("sendPhoto", GROUP.id)) == 2
+
+
+async def test_reply_with_a_selfie_to_someones_photo_borrows_its_makeup(
+    fake: FakeTelegram, bot_settings: Settings
+) -> None:
+    async with serving(bot_settings, fake):
+        shared = fake.send_photo(ALICE, GROUP, photo_file(REFERENCE))  # Alice shows off her makeup
+        borrow = fake.send_photo(BOB, GROUP, selfie(7), caption="@facelab_test_bot", reply_to=shared)
+        result = await fake.next_call("sendPhoto", GROUP.id, replying_to(borrow))
+    assert not fake.reached_bot(shared)
+    assert read_code(result.upload("photo")) == 7
+    assert not fake.calls_to("sendMessage", GROUP.id)  # one message made the whole request
+
+
+async def test_group_without_privacy_mode_still_answers_only_when_addressed(
+    tmp_path: Path, shared_engine_queue: None
+) -> None:
+    async with FakeTelegram(privacy_mode=False) as open_fake:
+        async with serving(settings_for(open_fake, tmp_path), open_fake):
+            assert open_fake.reached_bot(
+                open_fake.send_photo(ALICE, GROUP, selfie(4))
+            )  # the bot sees it, and keeps quiet
+            open_fake.send_text(BOB, GROUP, "what a nice photo")
+            addressed = open_fake.send_photo(ALICE, GROUP, selfie(6), caption="@facelab_test_bot")
+            answer = await open_fake.next_call("sendMessage", GROUP.id)
+        assert replying_to(addressed)(answer)
+        assert "Got your selfie" in answer.params["text"]
+        assert len(open_fake.calls_to("sendMessage")) == 1
 
 
 async def test_album_of_selfie_and_reference(fake: FakeTelegram, bot_settings: Settings) -> None:
