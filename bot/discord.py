@@ -283,7 +283,11 @@ class FaceLabClient(discord.Client):
     needed when they change: Discord rate-limits syncing)."""
 
     def __init__(self, settings: Settings, core: Core, *, sync_commands: bool = False) -> None:
-        super().__init__(intents=discord_intents(settings.discord.message_content))
+        super().__init__(
+            intents=discord_intents(settings.discord.message_content),
+            shard_id=settings.discord.shard_id,
+            shard_count=settings.discord.shard_count,
+        )
         self.core = core
         self.messenger = DiscordMessenger(self)
         core.add_messenger(self.messenger)

@@ -51,8 +51,9 @@ class QueueSettings(BaseModel):
     redis_prefix: str = "facelab"
     # Inputs and results left in Redis (bot process gone, job undeliverable) expire after this.
     job_ttl_s: float = Field(default=300.0, gt=0)
-    # A job unacknowledged this long is taken over by another worker; keep it above engine.job_timeout_s.
-    reclaim_after_s: float = Field(default=120.0, gt=0)
+    # A job unacknowledged this long is taken over by another worker. Keep it above the longest a job
+    # can take: 2 x engine.job_timeout_s, since the engine process retries a hung job once.
+    reclaim_after_s: float = Field(default=180.0, gt=0)
 
 
 class DatabaseSettings(BaseModel):
@@ -147,6 +148,18 @@ class DiscordSettings(BaseModel):
     # Publish the slash commands at start-up (`facelab serve --sync-commands`); only needed when they
     # change, since Discord rate-limits it.
     sync_commands: bool = False
+    # Sharding, required past 2,500 servers: this process runs shard `shard_id` of `shard_count`; start
+    # one `facelab serve` per shard. Unset: one shard. Discord sends DMs to shard 0 only.
+    shard_id: int | None = Field(default=None, ge=0)
+    shard_count: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _shard_within_count(self) -> DiscordSettings:
+        if (self.shard_id is None) != (self.shard_count is None):
+            raise ValueError("set discord.shard_id and discord.shard_count together")
+        if self.shard_id is not None and self.shard_count is not None and self.shard_id >= self.shard_count:
+            raise ValueError("discord.shard_id must be below discord.shard_count")
+        return self
 
 
 class WebSettings(BaseModel):
