@@ -6,8 +6,11 @@ Which photo served as the selfie is read from the result: the engine returns the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-from collections.abc import AsyncIterator
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -415,19 +418,31 @@ async def test_waiting_users_see_their_place_and_a_working_action(bot: Bot) -> N
         assert kinds[0] == "action" and kinds[-1] == "image"
 
 
+@contextlib.contextmanager
+def engine_frozen(engine: EngineProcess) -> Iterator[None]:
+    """Stop the engine child (SIGSTOP) until the block ends, as if it were busy with a long job."""
+    assert engine.pid is not None
+    os.kill(engine.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(engine.pid, signal.SIGCONT)
+
+
 async def test_a_full_queue_and_the_per_user_cap_give_clear_replies(
     engine_process: EngineProcess, storage: Storage
 ) -> None:
     bot = await start_bot(engine_process, storage, max_size=2, per_user=1)
     try:
-        await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
-        await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
-        assert "You already have" in bot.messenger.texts()[-1]
-        # Admission awaits the limits (database reads), so the dispatcher has taken ann's job by now:
-        # one running plus bob's and cid's waiting fill the queue.
-        for name in ("bob", "cid", "dan"):
-            await bot.core.on_pair(user(name), photo(SELFIE), look="natural", strength=50)
-        assert "my queue is full" in bot.messenger.texts()[-1]
+        # The engine is frozen while they ask, so ann's job stays running whatever the machine's speed;
+        # admission awaits the limits (database reads), so the dispatcher has taken it by bob's turn.
+        with engine_frozen(engine_process):
+            await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
+            await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
+            assert "You already have" in bot.messenger.texts()[-1]
+            for name in ("bob", "cid", "dan"):  # bob's and cid's jobs fill the two waiting places
+                await bot.core.on_pair(user(name), photo(SELFIE), look="natural", strength=50)
+            assert "my queue is full" in bot.messenger.texts()[-1]
         await bot.messenger.wait_for_images(3)  # the accepted ones still arrive
         assert await storage.flush()
         stats = await storage.user_stats("test", "dan")
