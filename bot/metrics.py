@@ -16,8 +16,8 @@ from storage import UsageRecord, UsageStatus
 
 log = logging.getLogger(__name__)
 
-# Engine time per job on a CPU is ~0.1-2 s; a GPU diffusion job up to a minute.
-ENGINE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+# Engine time per job: tens of milliseconds to a second or two on a CPU; a diffusion job up to a minute.
+ENGINE_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0)
 
 
