@@ -40,6 +40,13 @@ def face_path(name: str) -> Path:
     return root / kind / name
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def require_service(name: str, host: str, port: int) -> None:
     try:
         with socket.create_connection((host, port), timeout=1.0):

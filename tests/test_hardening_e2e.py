@@ -16,7 +16,6 @@ import json
 import logging
 import mimetypes
 import re
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -48,6 +47,7 @@ from facelab.settings import (
 from storage import Storage, UsageRecord, UsageStatus
 from storage.models import Base, Usage, User
 from tests import test_telegram_e2e
+from tests.conftest import free_port
 from tests.fake_telegram import TOKEN, ApiCall, FakeTelegram
 from tests.fake_telegram import User as TelegramUser
 from tests.hostile_images import HostileImage, corpus
@@ -130,12 +130,6 @@ async def store_usage(settings: Settings, user: TelegramUser, times: list[dateti
         )
     assert await storage.flush()
     return storage
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- abuse limits ------------------------------------------------------------------------------------

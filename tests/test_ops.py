@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -30,19 +29,13 @@ from engine.errors import NoFaceError
 from facelab.ops_server import HealthCheck, OpsServer
 from facelab.settings import MetricsSettings, QueueSettings
 from storage import UsageRecord, UsageStatus
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 from tests.redis_bot_process import small_photo
 
 SELFIE = "sm_source_01.jpg"
 
 # serve(checks, metrics=None) -> base URL of a started OpsServer
 Serve = Callable[..., Awaitable[str]]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def healthy() -> str | None:
