@@ -45,6 +45,7 @@ from telegram.ext import (
 )
 
 from bot.core import COMMANDS, OPERATOR_COMMANDS, Button, Core, Origin
+from bot.telegram_http import AiohttpRequest
 from facelab.logs import redact_in_logs
 from facelab.settings import TelegramSettings
 
@@ -120,6 +121,8 @@ class TelegramAdapter:
             .base_url(self._settings.base_url)
             .base_file_url(self._settings.base_file_url)
             .rate_limiter(AIORateLimiter(max_retries=self._settings.max_retries))
+            .request(AiohttpRequest())
+            .get_updates_request(AiohttpRequest(connections=1))
             .concurrent_updates(InOrderPerPerson())
             .build()
         )
