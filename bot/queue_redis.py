@@ -406,13 +406,14 @@ class RedisJobQueue:
         for ticket, has_result, has_input, waiting in zip(
             tickets, replies[0::3], replies[1::3], replies[2::3], strict=True
         ):
-            if has_result:
-                await self._deliver(ticket)
-            elif not has_input:
+            if not has_result and not has_input:
                 # Only delivery deletes an input before its TTL: no input and no result means lost.
                 await self._settle(ticket, JobFailed(JOB_LOST_MESSAGE, kind="job_lost"))
-            elif waiting is None and ticket.started_at is None:
-                ticket.mark_started()
+                continue
+            if waiting is None and ticket.started_at is None:
+                ticket.mark_started()  # also when it finished within one poll: its wait is recorded
+            if has_result:
+                await self._deliver(ticket)
 
     async def _deliver(self, ticket: Ticket) -> None:
         stored = await self._broker.result_backend.get_result(ticket.job.id)  # deletes it

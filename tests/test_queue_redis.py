@@ -31,6 +31,7 @@ from facelab.settings import QueueSettings
 from storage import Storage
 from tests.conftest import REPO_ROOT
 from tests.redis_bot_process import selfie_width, small_photo
+from tests.test_storage import drop_schema
 
 WORKER_START_S = 120.0  # a worker spawns its engine process first; the machine may be busy
 
@@ -231,16 +232,6 @@ async def test_two_bots_and_two_workers_deliver_100_jobs_each_to_its_own_user_on
         await redis.aclose()
 
 
-async def drop_schema(postgres_url: str, schema: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(postgres_url)
-    async with engine.begin() as connection:
-        await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    await engine.dispose()
-
-
 # -- a worker killed mid-job ---------------------------------------------------------------------------
 
 
@@ -275,6 +266,7 @@ async def test_a_job_of_a_worker_killed_mid_job_completes_on_the_other_once(
 
         results = await asyncio.wait_for(asyncio.gather(*(t.result() for t in tickets)), 300)
         assert [r.width for r in results] == [900 + n for n in range(6)]
+        assert all(ticket.started_at is not None for ticket in tickets)
         assert "taking over job message" in workers.log("survivor").read_text()
         assert (await redis.xpending(keys.stream, keys.group))["pending"] == 0
 
