@@ -1,15 +1,17 @@
 """Throughput of the Redis job queue with 1 and then 2 `facelab worker` processes, in one run.
 
-    python bench/scale.py [--jobs 30] [--rounds 5] [--redis redis://127.0.0.1:6379/15] [--size 512]
+    python bench/scale.py [--jobs 30] [--rounds 5] [--size 1280] [--redis redis://127.0.0.1:6379/15]
 
-Each worker runs the embedded engine on one CPU thread (`engine.threads = 1`), so on a 2-core machine
-two workers can use both cores. Two pools of warm workers (1 and 2 workers, each behind its own
-queue) take turns: each round, a bot-side `RedisJobQueue` submits a batch of `--jobs` try-ons at once
-to one pool (selfies from ../shared/data/faces, resized to `--size` px) and waits for every result,
-then the same for the other pool. Taking turns exposes both pools to the same load on a shared
-machine. Prints jobs/s for each worker count with the CPU time per job spent in the workers (engine
-processes included: it should not grow with more workers) and in this bot-side process, the ratio
-(target: 2 workers >= 1.7x one), and the load average, since a shared machine skews wall-clock figures.
+Each worker runs the embedded engine pinned to one core (`facelab worker --cpus N`, and
+`engine.threads = 1`), so one worker is one core's worth and two workers can use both cores. Two
+pools of warm workers (1 and 2 workers, each behind its own queue) take turns: each round, a
+bot-side `RedisJobQueue` submits a batch of `--jobs` try-ons at once to one pool and waits for every
+result, then the same for the other pool, so both see the same load on a shared machine. Selfies are
+shared face photos from ../shared/data/faces at `--size` px, the size Telegram delivers photos at.
+
+Prints jobs/s for each worker count with the CPU time per job spent in the workers (engine processes
+included: it should not grow with more workers) and in this bot-side process, the ratio (target:
+2 workers >= 1.7x one), and the load average, since a shared machine skews wall-clock figures.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def photo(kind: str, name: str, size: int) -> bytes:
     return out.getvalue()
 
 
-def start_worker(settings: QueueSettings, name: str) -> subprocess.Popen[bytes]:
+def start_worker(settings: QueueSettings, name: str, cpu: int) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
         PYTHONPATH=str(REPO_ROOT),
@@ -57,7 +59,9 @@ def start_worker(settings: QueueSettings, name: str) -> subprocess.Popen[bytes]:
         FACELAB_QUEUE__REDIS_PREFIX=settings.redis_prefix,
         FACELAB_ENGINE__THREADS="1",
     )
-    command = [sys.executable, "-m", "facelab", "worker", "--name", name]
+    # One core per worker, as README "Running at scale" advises for CPU-only machines: unpinned, the
+    # engine's own threads let a single worker spread over both cores.
+    command = [sys.executable, "-m", "facelab", "worker", "--name", name, "--cpus", str(cpu)]
     # Its own session, as a service manager would start it: Linux's autogroup scheduler then shares
     # the CPU between it and other programs, instead of splitting this script's share among workers.
     return subprocess.Popen(
@@ -104,7 +108,10 @@ class Pool:
             redis_prefix=f"bench-{workers}w-{uuid.uuid4().hex[:8]}",
             max_size=max_size,
         )
-        self.processes = [start_worker(self.settings, f"bench-{workers}w-{n}") for n in range(workers)]
+        self.processes = [
+            start_worker(self.settings, f"bench-{workers}w-{n}", cpu=n % (os.cpu_count() or 1))
+            for n in range(workers)
+        ]
         self.queue = RedisJobQueue(self.settings)
         self.seconds = self.cpu = self.bot_cpu = 0.0
         self.jobs = 0
@@ -145,7 +152,7 @@ async def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=30, help="jobs per batch")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
-    parser.add_argument("--size", type=int, default=512, help="selfie size (longest side, px)")
+    parser.add_argument("--size", type=int, default=1280, help="selfie size (longest side, px)")
     parser.add_argument("--rounds", type=int, default=5, help="batches per pool, taken in turns")
     args = parser.parse_args()
     reference = photo("reference", REFERENCE, 512)

@@ -192,11 +192,12 @@ class DiscordMessenger:
         """Follow up on the interaction while its token lives; otherwise (or if Discord refuses the
         follow-up) post in the channel, replying to the user's message or mentioning the user."""
         target = self._targets.get(reply_to or "")
-        extras: dict[str, Any] = {"view": view} if view is not None else {}
+        # discord.py's MISSING means "not given"; a typed call keeps its overloads checkable.
+        shown_view: Any = view if view is not None else discord.utils.MISSING
         if target is not None and target.interaction is not None and target.can_follow_up():
             try:
                 await target.interaction.followup.send(
-                    text, ephemeral=target.ephemeral, **_file(file), **extras
+                    text, ephemeral=target.ephemeral, file=_file(file), view=shown_view
                 )
                 return
             except discord.HTTPException as error:
@@ -205,13 +206,14 @@ class DiscordMessenger:
                     return
                 log.info("follow-up refused (%s %s), posting in the channel", error.status, error.code)
         channel = self._client.get_partial_messageable(int(chat_id))
+        reference: Any = None  # Messageable.send's own default
         if target is not None and target.message_id is not None:
-            extras["reference"] = discord.MessageReference(
+            reference = discord.MessageReference(
                 message_id=target.message_id, channel_id=int(chat_id), fail_if_not_exists=False
             )
         elif target is not None:
             text = f"<@{target.user_id}> {text}"
-        await channel.send(text, **_file(file), **extras)
+        await channel.send(text, file=_file(file), view=shown_view, reference=reference)
 
     def _remember(self, key: str, target: _ReplyTarget) -> None:
         now = target.created
@@ -220,9 +222,9 @@ class DiscordMessenger:
         self._targets[key] = target
 
 
-def _file(file: tuple[bytes, str] | None) -> dict[str, discord.File]:
+def _file(file: tuple[bytes, str] | None) -> Any:
     # A fresh File per attempt: discord.py closes it after each send.
-    return {"file": discord.File(io.BytesIO(file[0]), file[1])} if file is not None else {}
+    return discord.File(io.BytesIO(file[0]), file[1]) if file is not None else discord.utils.MISSING
 
 
 def fit_upload(image: bytes, limit: int) -> bytes | None:

@@ -219,11 +219,11 @@ def _serve(conn: Connection, settings: EngineSettings, factory: EngineFactory) -
     while True:
         try:
             request = conn.recv()
-        except EOFError:
-            return  # the bot process is gone
-        if request is None:
-            return
-        conn.send(_apply(engine, request))
+            if request is None:
+                return
+            conn.send(_apply(engine, request))
+        except (EOFError, BrokenPipeError):
+            return  # the bot process is gone: nobody is left to answer
 
 
 def _apply(engine: MakeupEngine, request: MakeupRequest) -> tuple[str, Any]:

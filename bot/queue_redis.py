@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -36,6 +36,7 @@ from taskiq import AckableMessage
 from taskiq.exceptions import SendTaskError
 from taskiq.kicker import AsyncKicker
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+from taskiq_redis.exceptions import ResultIsMissingError
 
 from bot.queue import Job, JobFailed, QueueClosed, QueueError, QueueFull, Ticket, UserQueueCapReached
 from engine.api import MakeupRequest, MakeupResult
@@ -120,6 +121,16 @@ class JobStreamBroker(RedisStreamBroker):
         async with Redis(connection_pool=self.connection_pool) as redis:
             await redis.xgroup_createconsumer(self.queue_name, self.consumer_group_name, self.consumer_name)
 
+    async def leave_group(self) -> None:
+        """Remove this consumer from the group when it stops cleanly, so restarts do not pile up
+        names; one still holding a job stays, for another worker to take the job over."""
+        async with Redis(connection_pool=self.connection_pool) as redis:
+            holding = await redis.xpending_range(
+                self.queue_name, self.consumer_group_name, "-", "+", 1, consumername=self.consumer_name
+            )
+            if not holding:
+                await redis.xgroup_delconsumer(self.queue_name, self.consumer_group_name, self.consumer_name)
+
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         while True:
             try:
@@ -137,22 +148,29 @@ class JobStreamBroker(RedisStreamBroker):
 
     async def _deliveries(self, redis: Redis) -> AsyncGenerator[AckableMessage, None]:
         while True:
-            _next, claimed, _deleted = await redis.xautoclaim(
-                self.queue_name,
-                self.consumer_group_name,
-                self.consumer_name,
-                min_idle_time=self.idle_timeout,
-                count=1,
+            # redis-py types stream replies loosely; XAUTOCLAIM answers [next id, entries, deleted ids].
+            _next, claimed, _deleted = cast(
+                list[Any],
+                await redis.xautoclaim(
+                    self.queue_name,
+                    self.consumer_group_name,
+                    self.consumer_name,
+                    min_idle_time=self.idle_timeout,
+                    count=1,
+                ),
             )
             if claimed:
                 log.warning("taking over job message %s from a worker that stopped", claimed[0][0])
             else:
-                fetched = await redis.xreadgroup(
-                    self.consumer_group_name,
-                    self.consumer_name,
-                    {self.queue_name: ">"},
-                    block=self.block,
-                    count=1,
+                fetched = cast(
+                    list[Any],
+                    await redis.xreadgroup(
+                        self.consumer_group_name,
+                        self.consumer_name,
+                        {self.queue_name: ">"},
+                        block=self.block,
+                        count=1,
+                    ),
                 )
                 claimed = [entry for _stream, entries in fetched or [] for entry in entries]
             for message_id, fields in claimed:
@@ -357,8 +375,8 @@ class RedisJobQueue:
         """Jobs waiting ahead of `job_id`, across all bot processes (0: next, or running)."""
         if job_id not in self._tickets:
             return None
-        rank = await self._redis.zrank(self._keys.waiting, job_id)
-        return 0 if rank is None else int(rank)
+        rank = cast(int | None, await self._redis.zrank(self._keys.waiting, job_id))
+        return 0 if rank is None else rank
 
     async def close(self, drain_timeout_s: float) -> list[Job]:
         """Stop taking jobs, give this process's jobs `drain_timeout_s` to finish, then fail the rest
@@ -382,8 +400,8 @@ class RedisJobQueue:
         await self._redis.aclose()
 
     async def _poll_forever(self) -> None:
-        # Not cancelled from outside: redis-py may turn a cancellation mid-command into a connection
-        # error, which would be taken for an outage here.
+        # Ends by itself once the queue is closed and settled, not by cancellation: a cancel arriving
+        # in the middle of a Redis call was seen lost on the way, which left the loop running.
         while not (self._closed and not self._tickets):
             await asyncio.sleep(RESULT_POLL_S)
             if not self._tickets:
@@ -393,6 +411,10 @@ class RedisJobQueue:
             except RedisError as error:
                 # Tickets stay open: once Redis is back they finish, or turn out lost and say so.
                 log.warning("cannot poll Redis for results (%s); retrying", error)
+                await asyncio.sleep(RECONNECT_DELAY_S)
+            except Exception:
+                # Every waiting user depends on this loop: a bug on one result must not end it.
+                log.exception("unexpected error while polling Redis for results")
                 await asyncio.sleep(RECONNECT_DELAY_S)
 
     async def _poll(self) -> None:
@@ -416,13 +438,19 @@ class RedisJobQueue:
                 await self._deliver(ticket)
 
     async def _deliver(self, ticket: Ticket) -> None:
-        stored = await self._broker.result_backend.get_result(ticket.job.id)  # deletes it
+        try:
+            stored = await self._broker.result_backend.get_result(ticket.job.id)  # deletes it
+        except ResultIsMissingError:  # expired between the check and the read
+            await self._settle(ticket, JobFailed(JOB_LOST_MESSAGE, kind="job_lost"))
+            return
         if stored.is_err:
             log.error("worker failed on job %s: %s", ticket.job.id, stored.error)
             await self._settle(ticket, JobFailed(kind="internal"))
             return
         try:
-            outcome: MakeupResult | EngineError | JobFailed = decode_outcome(stored.return_value)
+            outcome: MakeupResult | EngineError | JobFailed = decode_outcome(
+                cast(dict[str, Any], stored.return_value)
+            )
         except (EngineError, JobFailed) as error:
             outcome = error
         await self._settle(ticket, outcome)

@@ -103,6 +103,7 @@ async def run_worker(runner: JobRunner, settings: QueueSettings, name: str, stop
         await broker.startup()
         log.info("worker %s listening on %s", name, broker.queue_name)
         await receiver.listen(stop)
+        await broker.leave_group()
     finally:
         await broker.shutdown()
         await consumer.close()

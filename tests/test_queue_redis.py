@@ -278,6 +278,12 @@ async def test_a_job_of_a_worker_killed_mid_job_completes_on_the_other_once(
                 await asyncio.sleep(0.05)
         assert await keys_left(redis, prefix, "result") == []
         assert await keys_left(redis, prefix, "input") == []
+
+        # A worker that stops cleanly leaves the consumer group; the killed one is still listed.
+        workers.stop_all()
+        assert workers.processes["survivor"].returncode == 0
+        consumers = await redis.xinfo_consumers(keys.stream, keys.group)
+        assert [c["name"] for c in consumers] == [b"doomed"]
     finally:
         await queue.close(drain_timeout_s=0)
         await queue.disconnect()

@@ -26,10 +26,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name", help="this worker's name among the queue's consumers (default: HOSTNAME-PID)"
     )
+    parser.add_argument(
+        "--cpus",
+        type=cpu_list,
+        help="run this worker and its engine on these CPU cores only, e.g. 0 or 2-3 (Linux): for "
+        "CPU-only machines, one worker per core, since the engine's libraries start threads of their own",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
 
 
+def cpu_list(text: str) -> set[int]:
+    """'0,2-3' -> {0, 2, 3}"""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.cpus:
+        os.sched_setaffinity(0, args.cpus)  # inherited by the engine process it spawns
     settings = load_settings(Path(args.config) if args.config else None)
     setup_logging(settings, debug=args.verbose)
     return asyncio.run(work(settings, args.name or f"{socket.gethostname()}-{os.getpid()}"))
