@@ -161,6 +161,8 @@ class FakeTelegram:
     async def __aexit__(self, *exc_info: object) -> None:
         self._closing = True
         self._updates_arrived.set()
+        for delivery in self._deliveries:
+            delivery.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -324,10 +326,6 @@ class FakeTelegram:
         """The current state of a message (after the bot's edits)."""
         return self._messages[(chat_id, message_id)]
 
-    @property
-    def pending_updates(self) -> int:
-        return len(self._updates)
-
     # ----------------------------------------------------------------- building messages
 
     def _new_message(self, user: User, chat: Chat, reply_to: dict[str, Any] | None) -> dict[str, Any]:
@@ -409,7 +407,10 @@ class FakeTelegram:
         if request.match_info["token"] != TOKEN:
             return _error(401, "Unauthorized")
         method = request.match_info["method"]
-        params, files = await _read_request(request)
+        try:
+            params, files = await _read_request(request)
+        except ConnectionResetError:  # the client gave up mid-request (e.g. a poll cut short at shutdown)
+            return web.Response(status=499)
         call = ApiCall(method, params, files, time.monotonic())
         if method != "getUpdates":
             self.calls.append(call)

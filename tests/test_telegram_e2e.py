@@ -206,6 +206,10 @@ async def test_private_chat_flow_with_result_buttons_and_no_token_in_logs(
         assert "strength 90" in stronger.params["caption"]
         assert read_code(stronger.upload("photo")) == 5
 
+        fake.press_button(ALICE, result.result, result_id(result, "lips"))
+        lips = await fake.next_call("sendPhoto", chat.id)
+        assert "lips only" in lips.params["caption"]
+
         fake.press_button(ALICE, result.result, result_id(result, "compare"))
         compare = await fake.next_call("sendPhoto", chat.id)
         with Image.open(io.BytesIO(compare.upload("photo"))) as side_by_side:
@@ -285,6 +289,17 @@ async def test_group_without_privacy_mode_still_answers_only_when_addressed(
         assert replying_to(addressed)(answer)
         assert "Got your selfie" in answer.params["text"]
         assert len(open_fake.calls_to("sendMessage")) == 1
+
+
+async def test_photo_captioned_with_a_look_command_runs_at_once(
+    fake: FakeTelegram, bot_settings: Settings
+) -> None:
+    async with serving(bot_settings, fake):
+        asked = fake.send_photo(BOB, GROUP, selfie(8), caption="/look@facelab_test_bot red_lips")
+        result = await fake.next_call("sendPhoto", GROUP.id, replying_to(asked))
+    assert fake.reached_bot(asked)
+    assert "Look: red_lips" in result.params["caption"]
+    assert read_code(result.upload("photo")) == 8
 
 
 async def test_album_of_selfie_and_reference(fake: FakeTelegram, bot_settings: Settings) -> None:
