@@ -79,7 +79,8 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
     )
 
     # Lips: a soft outer edge, a hard inner one (teeth and the inside of the mouth stay untouched).
-    lips = blur(lips_outer, 0.02 * iod) * (1.0 - mouth)
+    lips_soft = blur(lips_outer, 0.02 * iod)
+    lips = lips_soft * (1.0 - mouth)
 
     # Eyes: shadow between lid and brow plus a liner band around the eye; the eyeball stays untouched.
     zones = np.zeros(shape, np.uint8)
@@ -100,7 +101,7 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
     blush = blur(blush, 0.12 * iod)
 
     # The same soft edges as the feature masks, so skin and features blend without a gap or a seam.
-    features = np.maximum.reduce([blur(lips_outer, 0.02 * iod), eyes_soft, eyeballs, brows])
+    features = np.maximum.reduce([lips_soft, eyes_soft, eyeballs, brows])
     skin = (1.0 - features) * _forehead_fade(pts, shape)
     masks = {"lips": lips, "eyes": eyes, "brows": brows, "blush": blush * skin, "skin": skin}
     oval = _inner_fade(pts, shape, 0.12 * iod)

@@ -165,8 +165,11 @@ def structure_layers(lab: np.ndarray, iod: float) -> np.ndarray:
     lightness = np.ascontiguousarray(lab[:, :, 0])
     radius = max(2, round(0.04 * iod))
     structure_l = cv2.ximgproc.guidedFilter(lightness, lightness, radius, 16.0)
-    chroma = cv2.GaussianBlur(lab[:, :, 1:], (0, 0), max(0.8, 0.01 * iod))
-    return cv2.merge([structure_l, chroma])
+    # All three channels blurred at once, then lightness replaced: OpenCV's contiguous 3-channel
+    # path is several times faster than blurring the strided a/b pair, with the same a/b values.
+    structure = cv2.GaussianBlur(lab, (0, 0), max(0.8, 0.01 * iod))
+    structure[:, :, 0] = structure_l
+    return structure
 
 
 def skin_base(structure: np.ndarray, skin: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -252,13 +255,16 @@ def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _sample(ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray) -> np.ndarray:
     triangles = mesh_triangles()
-    ys, xs = np.nonzero(index)
-    maps = _triangle_affines(dst_pts[triangles], ref.pts[triangles])[index[ys, xs] - 1]
-    map_x = np.full(index.shape, -1.0, np.float32)
-    map_y = np.full(index.shape, -1.0, np.float32)
-    fx, fy = xs.astype(np.float32), ys.astype(np.float32)
-    map_x[ys, xs] = maps[:, 0, 0] * fx + maps[:, 0, 1] * fy + maps[:, 0, 2]
-    map_y[ys, xs] = maps[:, 1, 0] * fx + maps[:, 1, 1] * fy + maps[:, 1, 2]
+    affines = _triangle_affines(dst_pts[triangles], ref.pts[triangles]).reshape(-1, 6)
+    # Row 0 serves pixels outside the mesh: it sends them to (-1, -1), off the reference. Looking
+    # each coefficient up by the index image is far cheaper than gathering 2x3 matrices per pixel.
+    table = np.vstack([np.array([0, 0, -1, 0, 0, -1], np.float32), affines])
+    a, b, c, d, e, f = (np.take(table[:, k], index) for k in range(6))
+    h, w = index.shape
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    map_x = a * xs + b * ys + c
+    map_y = d * xs + e * ys + f
     return cv2.remap(ref.lab, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -278,13 +284,22 @@ def _far_half(crop: FaceCrop, yaw_deg: float) -> np.ndarray:
 
 
 def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """(T, 2, 3) affine maps taking each destination triangle onto its source triangle."""
-    ones = np.ones((*dst.shape[:2], 1), np.float64)
-    dst_h = np.concatenate([dst.astype(np.float64), ones], axis=2)  # (T, 3, 3): rows are vertices
-    det = np.linalg.det(dst_h)
-    dst_h[np.abs(det) < 1e-6] = np.eye(3)  # degenerate triangles cover no pixel
-    solved = np.linalg.solve(dst_h, src.astype(np.float64))  # (T, 3, 2)
-    return np.transpose(solved, (0, 2, 1)).astype(np.float32)
+    """(T, 2, 3) affine maps taking each destination triangle onto its source triangle.
+
+    Closed form (the map sends the destination's edge vectors to the source's): the same numbers
+    as a batched 3x3 determinant and solve, at a fraction of their cost.
+    """
+    dst, src = dst.astype(np.float64), src.astype(np.float64)
+    e1, e2 = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
+    f1, f2 = src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
+    degenerate = np.abs(det) < 1e-6  # covers no pixel; sent to its first source vertex
+    inv = np.where(degenerate, 0.0, 1.0 / np.where(degenerate, 1.0, det))[:, None]
+    # Linear part A = [f1 f2] @ inverse([e1 e2]), as columns of the 2x2 matrix.
+    col_x = (f1 * e2[:, 1:] - f2 * e1[:, 1:]) * inv
+    col_y = (f2 * e1[:, :1] - f1 * e2[:, :1]) * inv
+    shift = src[:, 0] - col_x * dst[:, 0, :1] - col_y * dst[:, 0, 1:]
+    return np.stack([col_x, col_y, shift], axis=2).astype(np.float32)
 
 
 class ReferenceMakeup:
@@ -295,36 +310,43 @@ class ReferenceMakeup:
 
     def __init__(self, selfie: SelfieLayers, warped: np.ndarray, valid: np.ndarray) -> None:
         self.selfie = selfie
-        self.valid = valid
         ref_structure = structure_layers(warped, selfie.crop.iod)
         ref_base = skin_base(ref_structure, (selfie.masks["skin"] > 0.5) & valid, selfie.crop.pts)
-        self.ratio = ref_structure[:, :, 0] / np.maximum(ref_base[:, :, 0], 1.0)
-        self.offset = ref_structure[:, :, 1:] - ref_base[:, :, 1:]
+        ratio = ref_structure[:, :, 0] / np.maximum(ref_base[:, :, 0], 1.0)
+        offset = ref_structure - ref_base
+        # Kept as separate planes, like the selfie's layers below: every per-region step then runs
+        # on contiguous rows instead of strided channels, several times faster.
+        self.change = (ratio, np.ascontiguousarray(offset[:, :, 1]), np.ascontiguousarray(offset[:, :, 2]))
         # Skin and cheeks only take the reference's broad strokes (see SHEER_REGIONS).
-        sigma = 0.15 * selfie.crop.iod
-        self.smooth_ratio = blur(self.ratio, sigma)
-        self.smooth_offset = blur(self.offset, sigma)
+        smooth = blur(cv2.merge(self.change), 0.15 * selfie.crop.iod)
+        self.smooth_change = tuple(cv2.split(smooth))
+        self.structure = tuple(cv2.split(selfie.structure))
+        self.base = tuple(cv2.split(selfie.base))
+        self.outside = np.logical_not(valid).view(np.uint8)
 
     def target(self, region: str, box: Box) -> np.ndarray:
-        lightness, a_range, b_range = REGION_LIMITS[region]
-        structure = self.selfie.structure[box]
+        (l_min, l_max), (a_min, a_max), (b_min, b_max) = REGION_LIMITS[region]
         if region in SHEER_REGIONS:
             # Contour, bronzer or blush on top of the selfie's own skin, never a skin swap.
-            target_l = structure[:, :, 0] * np.clip(self.smooth_ratio[box], *lightness)
-            target_a = structure[:, :, 1] + np.clip(self.smooth_offset[box][:, :, 0], *a_range)
-            target_b = structure[:, :, 2] + np.clip(self.smooth_offset[box][:, :, 1], *b_range)
+            (start_l, start_a, start_b), (ratio, offset_a, offset_b) = self.structure, self.smooth_change
         else:
-            base = self.selfie.base[box]
-            target_l = base[:, :, 0] * np.clip(self.ratio[box], *lightness)
-            target_a = base[:, :, 1] + np.clip(self.offset[box][:, :, 0], *a_range)
-            target_b = base[:, :, 2] + np.clip(self.offset[box][:, :, 1], *b_range)
-        # Brows are filled and darkened, never erased; lids lighten only a little, so a pale
-        # reference lid cannot paint a light patch on a darker selfie.
-        target_l = np.minimum(target_l, structure[:, :, 0] * MAX_LIGHTEN.get(region, np.inf))
-        valid = self.valid[box].astype(np.float32)
-        return structure + cv2.merge([valid, valid, valid]) * (
-            cv2.merge([target_l, target_a, target_b]) - structure
-        )
+            (start_l, start_a, start_b), (ratio, offset_a, offset_b) = self.base, self.change
+        target_l = start_l[box] * _clip(ratio[box], l_min, l_max)
+        target_a = start_a[box] + _clip(offset_a[box], a_min, a_max)
+        target_b = start_b[box] + _clip(offset_b[box], b_min, b_max)
+        if region in MAX_LIGHTEN:
+            # Brows are filled and darkened, never erased; lids lighten only a little, so a pale
+            # reference lid cannot paint a light patch on a darker selfie.
+            target_l = np.minimum(target_l, self.structure[0][box] * MAX_LIGHTEN[region])
+        target = cv2.merge([target_l, target_a, target_b])
+        # Where the warp is undefined the selfie keeps its own layers.
+        cv2.copyTo(self.selfie.structure[box], self.outside[box], target)
+        return target
+
+
+def _clip(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """np.clip's result at half its cost (numpy 1.x's clip has a slow generic path)."""
+    return np.minimum(np.maximum(values, low), high)
 
 
 def blend(selfie: SelfieLayers, makeup: Makeup, strengths: Mapping[str, float]) -> np.ndarray:
@@ -341,16 +363,16 @@ def blend(selfie: SelfieLayers, makeup: Makeup, strengths: Mapping[str, float]) 
             makeup.target(region, box) - selfie.structure[box]
         )
         touched[box] |= weight > 0
-    ys, xs = np.nonzero(touched)
-    if len(ys) == 0:
-        return np.zeros_like(selfie.lab)
-    # Convert back to RGB only where something changed; the Lab round trip is not exact, so every
-    # untouched pixel gets a change of exactly 0.
-    box = slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
-    made_up = to_rgb(selfie.lab[box] + change[box])
     delta = np.zeros_like(selfie.lab)
-    keep = touched[box].astype(np.float32)
-    delta[box] = cv2.merge([keep, keep, keep]) * (made_up - selfie.crop.rgb[box].astype(np.float32))
+    x, y, w, h = cv2.boundingRect(touched.view(np.uint8))
+    if w == 0:
+        return delta
+    # Convert back to RGB only where something changed; the Lab round trip is not exact, so every
+    # untouched pixel gets a change of exactly 0 (the mask keeps them out of the subtraction).
+    box = slice(y, y + h), slice(x, x + w)
+    made_up = to_rgb(selfie.lab[box] + change[box])
+    keep = touched[box].view(np.uint8)
+    cv2.subtract(made_up, selfie.crop.rgb[box], dst=delta[box], mask=keep, dtype=cv2.CV_32F)
     return delta
 
 
@@ -361,13 +383,16 @@ def composite(image: np.ndarray, crop: FaceCrop, delta: np.ndarray) -> None:
     uint8 saturation: fast at 12 megapixels, and exactly 0 (so bit-identical pixels) wherever
     nothing changes.
     """
-    ys, xs = np.nonzero(np.any(delta != 0.0, axis=2))
-    if len(ys) == 0:
+    h, w = delta.shape[:2]
+    # Non-zero channel values seen as one HxW*3 plane: its bounding box, in pixels, is the changed
+    # box (a reduction over the trailing axis of 3 would cost 30 times more).
+    x, y, bw, bh = cv2.boundingRect((delta.reshape(h, w * 3) != 0.0).view(np.uint8))
+    if bw == 0:
         return
     # The changed box at working size, a pixel wider for the interpolation, and at full resolution
     # (rounded outwards: the upscaled change lands within a full-resolution pixel of its place).
-    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, delta.shape[0])
-    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, delta.shape[1])
+    y0, y1 = max(y - 1, 0), min(y + bh + 1, h)
+    x0, x1 = max(x // 3 - 1, 0), min((x + bw + 2) // 3 + 1, w)
     bx0, by0, bx1, by1 = crop.box
     rx, ry = delta.shape[1] / (bx1 - bx0), delta.shape[0] / (by1 - by0)
     fx0, fy0 = bx0 + int(x0 / rx), by0 + int(y0 / ry)

@@ -18,6 +18,7 @@ from engine.errors import ImageError, ImageTooLargeError, UnknownLookError
 from engine.faces import Face
 from engine.images import encode_image, load_image
 from engine.regions import FACE_OVAL
+from engine.transfer import _triangle_affines
 from facelab.settings import EngineSettings
 from tests.conftest import REPO_ROOT, face_path
 from tests.engine_helpers import LIMITS, backend, delta_e, faces, makeup_colour, mask, mean_lab, photo
@@ -209,6 +210,18 @@ def test_a_turned_reference_makes_up_both_eyes_alike():
     ]
     assert np.linalg.norm(changes[0]) > 3 and np.linalg.norm(changes[1]) > 3
     assert delta_e(*changes) < 3.0
+
+
+def test_triangle_affines_send_each_destination_triangle_onto_its_source():
+    rng = np.random.default_rng(7)
+    dst = rng.uniform(0, 200, (50, 3, 2)).astype(np.float32)
+    src = rng.uniform(0, 200, (50, 3, 2)).astype(np.float32)
+    dst[0] = [[5, 5], [10, 10], [20, 20]]  # collinear: covers no pixel, must stay finite
+    affines = _triangle_affines(dst, src)
+    vertices = np.concatenate([dst, np.ones((50, 3, 1), np.float32)], axis=2)
+    mapped = np.einsum("tij,tvj->tvi", affines, vertices)
+    assert np.isfinite(affines).all()
+    assert np.allclose(mapped[1:], src[1:], atol=0.05)  # a twentieth of a pixel, in float32
 
 
 def test_importing_the_engine_loads_neither_torch_nor_the_models():
