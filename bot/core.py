@@ -237,6 +237,9 @@ class Core:
         self._albums: dict[tuple[str, str, str, str], _Album] = {}
         self._results: dict[str, _Result] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Jobs queued or running, by person; those whose person sent /forget meanwhile are not recorded.
+        self._in_flight: dict[str, tuple[str, str]] = {}
+        self._forgotten_jobs: set[str] = set()
 
     def add_messenger(self, messenger: Messenger) -> None:
         """Let the core answer on `messenger.platform`; one messenger per platform."""
@@ -462,6 +465,7 @@ class Core:
             self._record(origin, job.id, UsageStatus.REJECTED, error_kind=error.kind)
             await self._reply(origin, error.user_message)
             return
+        self._in_flight[job.id] = origin.person
         if ticket.position > 0:
             ahead = "is 1 try-on" if ticket.position == 1 else f"are {ticket.position} try-ons"
             await self._reply(origin, f"There {ahead} ahead of yours; I'll reply here when it's ready.")
@@ -592,6 +596,7 @@ class Core:
 
     async def _cmd_forget(self, origin: Origin, args: str) -> None:
         self._drop_photos_of(origin.person)
+        self._forgotten_jobs.update(job for job, person in self._in_flight.items() if person == origin.person)
         try:
             rows = await self._storage.forget_user(origin.platform, origin.user_id)
         except StorageUnavailable:
@@ -683,6 +688,7 @@ class Core:
         error_kind: str | None = None,
         queue_wait_ms: int | None = None,
         engine_ms: int | None = None,
+        store: bool = True,
     ) -> None:
         record = UsageRecord(
             job_id=job_id,
@@ -695,13 +701,18 @@ class Core:
             queue_wait_ms=queue_wait_ms,
             engine_ms=engine_ms,
         )
-        self._storage.record_usage(record)
+        if store:
+            self._storage.record_usage(record)
         self._metrics.observe(record)
         log.info("job %s", status.value, extra=_job_log_fields(record))
 
     def _record_ticket(
         self, origin: Origin, ticket: Ticket, status: UsageStatus, *, error_kind: str | None = None
     ) -> None:
+        del self._in_flight[ticket.job.id]
+        # Asked for before a /forget: storing it would bring the person's rows back (counted all the same).
+        forgotten = ticket.job.id in self._forgotten_jobs
+        self._forgotten_jobs.discard(ticket.job.id)
         started = ticket.started_at if ticket.started_at is not None else ticket.finished_at
         finished = ticket.finished_at
         self._record(
@@ -711,6 +722,7 @@ class Core:
             error_kind=error_kind,
             queue_wait_ms=_ms(started - ticket.submitted_at) if started is not None else None,
             engine_ms=_ms(finished - started) if started is not None and finished is not None else None,
+            store=not forgotten,
         )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:

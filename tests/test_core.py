@@ -97,6 +97,17 @@ async def start_bot(engine_process: EngineProcess, storage: Storage, **queue: in
     return Bot(core, messenger, job_queue, storage, clock)
 
 
+@contextlib.contextmanager
+def engine_frozen(engine: EngineProcess) -> Iterator[None]:
+    """Stop the engine child (SIGSTOP) until the block ends, as if it were busy with a long job."""
+    assert engine.pid is not None
+    os.kill(engine.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(engine.pid, signal.SIGCONT)
+
+
 async def stop_bot(bot: Bot) -> None:
     await bot.queue.close(drain_timeout_s=30)
     await bot.core.close()
@@ -331,10 +342,13 @@ async def test_help_privacy_and_unknown_commands(bot: Bot) -> None:
     assert bot.messenger.texts()[-1] == "I don't know /dance. Send /help to see what I can do."
 
 
-async def test_stats_count_jobs_and_forget_deletes_everything(bot: Bot) -> None:
+async def test_stats_count_jobs_and_forget_deletes_everything(
+    bot: Bot, engine_process: EngineProcess
+) -> None:
     await bot.core.on_command(user("ann"), "strength", "50")
-    await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
-    await bot.core.on_pair(user("ann"), photo(NO_FACE), photo(REFERENCE))
+    with engine_frozen(engine_process):  # the first job is still running when the second is queued
+        await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
+        await bot.core.on_pair(user("ann"), photo(NO_FACE), photo(REFERENCE))
     # Replies: strength set, the second job's place in the queue, the no-face explanation.
     await bot.messenger.wait_for(lambda: len(bot.messenger.images()) == 1 and len(bot.messenger.texts()) == 3)
     assert await bot.storage.flush()
@@ -401,9 +415,12 @@ async def test_result_buttons_rerun_for_the_requester_only(bot: Bot) -> None:
 # -- the queue as users see it ------------------------------------------------------------------------
 
 
-async def test_waiting_users_see_their_place_and_a_working_action(bot: Bot) -> None:
-    for name in ("ann", "bob", "cid"):
-        await bot.core.on_pair(user(name), photo(SELFIE), photo(REFERENCE), strength=50)
+async def test_waiting_users_see_their_place_and_a_working_action(
+    bot: Bot, engine_process: EngineProcess
+) -> None:
+    with engine_frozen(engine_process):  # ann's job runs until all three have asked
+        for name in ("ann", "bob", "cid"):
+            await bot.core.on_pair(user(name), photo(SELFIE), photo(REFERENCE), strength=50)
     await bot.messenger.wait_for_images(3)
 
     texts = {s.chat_id: s.text for s in bot.messenger.sent if s.kind == "text"}
@@ -416,17 +433,6 @@ async def test_waiting_users_see_their_place_and_a_working_action(bot: Bot) -> N
     for name in ("ann", "bob", "cid"):  # each chat saw the action before its result
         kinds = [s.kind for s in bot.messenger.sent if s.chat_id == f"dm-{name}" and s.kind != "text"]
         assert kinds[0] == "action" and kinds[-1] == "image"
-
-
-@contextlib.contextmanager
-def engine_frozen(engine: EngineProcess) -> Iterator[None]:
-    """Stop the engine child (SIGSTOP) until the block ends, as if it were busy with a long job."""
-    assert engine.pid is not None
-    os.kill(engine.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(engine.pid, signal.SIGCONT)
 
 
 async def test_a_full_queue_and_the_per_user_cap_give_clear_replies(

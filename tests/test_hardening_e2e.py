@@ -58,6 +58,7 @@ from tests.test_telegram_e2e import (
     NO_FACE,
     REFERENCE,
     dm,
+    engine_paused,
     photo_file,
     read_code,
     replying_to,
@@ -230,7 +231,11 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 
 async def test_forget_deletes_every_row_about_the_user_table_by_table(
-    fake: FakeTelegram, tmp_path: Path, shared_engine_queue: None, database: DatabaseSettings
+    fake: FakeTelegram,
+    tmp_path: Path,
+    shared_engine_queue: None,
+    engine: EngineProcess,
+    database: DatabaseSettings,
 ) -> None:
     settings = configured(fake, tmp_path, database=database)
     args = {"server_settings": {"search_path": database.schema_name}} if database.schema_name else {}
@@ -256,10 +261,17 @@ async def test_forget_deletes_every_row_about_the_user_table_by_table(
             bob_pk = await rows(select(User.id).where(User.platform_user_id == str(BOB.id)))
             assert await rows(select(func.count()).where(Usage.user_id == bob_pk)) == 2
 
-            lone_selfie = fake.send_photo(BOB, dm(BOB), selfie(4))
-            assert "Got your selfie" in (await answer_to(fake, lone_selfie)).params["text"]
-            forget = fake.send_text(BOB, dm(BOB), "/forget")
-            assert "(3 records)" in (await answer_to(fake, forget)).params["text"]
+            # Bob asks for one more try-on and leaves a selfie waiting, then forgets while it runs.
+            with engine_paused(engine):
+                running = fake.send_photo(BOB, dm(BOB), selfie(6), caption=LOOK)
+                lone_selfie = fake.send_photo(BOB, dm(BOB), selfie(4))
+                assert "Got your selfie" in (await answer_to(fake, lone_selfie)).params["text"]
+                forget = fake.send_text(BOB, dm(BOB), "/forget")
+                assert "(3 records)" in (await answer_to(fake, forget)).params["text"]
+            await answer_to(fake, running, "sendPhoto")  # he gets the result he asked for...
+            alices = fake.send_photo(ALICE, dm(ALICE), selfie(7), caption=LOOK)
+            await answer_to(fake, alices, "sendPhoto")
+            await wait_for_usage_rows(2)  # ...but unlike Alice's later job, it is not stored
 
             # Every table, each with what would still tie a row to Bob.
             about_bob = {
@@ -272,7 +284,7 @@ async def test_forget_deletes_every_row_about_the_user_table_by_table(
             for table, statement in about_bob.items():
                 assert await rows(statement) == 0, f"{table} still has rows about Bob"
             assert await rows(select(func.count()).select_from(User)) == 1  # Alice keeps hers
-            assert await rows(select(func.count()).select_from(Usage)) == 1
+            assert await rows(select(func.count()).select_from(Usage)) == 2
 
             # The photo he left waiting went too: his next one is a new selfie, not a try-on.
             after = fake.send_photo(BOB, dm(BOB), selfie(5))

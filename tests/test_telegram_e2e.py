@@ -379,9 +379,9 @@ async def test_full_queue_says_so_and_loses_nothing(
                 fake.send_photo(user, dm(user), selfie(30 + index))
                 await fake.next_call("sendMessage", dm(user).id)
                 fake.send_photo(user, dm(user), photo_file(REFERENCE))
-                # One job runs (frozen), one waits, the third finds the queue full.
-                if index > 0:
-                    await fake.next_call("sendMessage", dm(user).id)
+                # One job runs (frozen), one waits, the third finds the queue full. Each answer is
+                # awaited before the next user asks, so the jobs are queued in this order.
+                await fake.next_call("sendChatAction" if index == 0 else "sendMessage", dm(user).id)
         first = await fake.next_call("sendPhoto", dm(users[0]).id)
         second = await fake.next_call("sendPhoto", dm(users[1]).id)
     waiting, full = (fake.calls_to("sendMessage", dm(user).id)[-1] for user in users[1:])
