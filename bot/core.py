@@ -37,6 +37,9 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from bot.admin import AdminCommands
+from bot.limits import Gatekeeper, Requester
+from bot.metrics import Metrics
 from bot.queue import Job, JobQueue, QueueError, Ticket
 from engine.api import MakeupRequest, MakeupResult
 from engine.compare import before_after
@@ -58,6 +61,8 @@ COMMANDS: dict[str, str] = {
     "forget": "delete everything stored about you",
     "privacy": "what is stored and for how long",
 }
+# Handled like the commands above but not advertised to users.
+OPERATOR_COMMANDS: dict[str, str] = {"admin": "operator commands: stats, ban, unban (admins only)"}
 
 STRENGTH_CHOICES = (20, 40, 60, 80, 100)
 STRENGTH_STEP = 20  # the "stronger" / "softer" buttons
@@ -204,7 +209,9 @@ class Core:
     answer; they never wait for a job to run, so they return within a database round trip.
 
     `clock` (monotonic seconds) times photo expiry and the result cache; `album_settle_s` is how
-    long an album waits for more photos after its latest one.
+    long an album waits for more photos after its latest one. `gatekeeper` admits or refuses each
+    try-on (by default the configured limits); `metrics` counts jobs (`facelab serve` shares its own
+    with the /metrics endpoint).
     """
 
     def __init__(
@@ -215,8 +222,14 @@ class Core:
         *,
         clock: Callable[[], float] = time.monotonic,
         album_settle_s: float = 1.0,
+        gatekeeper: Gatekeeper | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings.bot
+        self._retention_days = settings.database.retention_days
+        self._gatekeeper = gatekeeper or Gatekeeper.from_settings(settings, storage)
+        self._admin = AdminCommands(settings.access, storage)
+        self._metrics = metrics or Metrics()
         self._engine_settings = settings.engine
         self._queue = queue
         self._storage = storage
@@ -227,6 +240,9 @@ class Core:
         self._albums: dict[tuple[str, str, str, str], _Album] = {}
         self._results: dict[str, _Result] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Jobs queued or running, by person; those whose person sent /forget meanwhile are not recorded.
+        self._in_flight: dict[str, tuple[str, str]] = {}
+        self._forgotten_jobs: set[str] = set()
 
     def add_messenger(self, messenger: Messenger) -> None:
         """Let the core answer on `messenger.platform`; one messenger per platform."""
@@ -307,6 +323,7 @@ class Core:
             "stats": self._cmd_stats,
             "forget": self._cmd_forget,
             "privacy": self._cmd_privacy,
+            "admin": self._cmd_admin,
         }.get(name)
         if handler is None:
             await self._reply(origin, f"I don't know /{name}. Send /help to see what I can do.")
@@ -435,13 +452,23 @@ class Core:
         await self._enqueue(origin, _Inputs(selfie, reference, look, strength))
 
     async def _enqueue(self, origin: Origin, inputs: _Inputs) -> None:
+        """The one place a try-on is admitted: the limits first, then the queue."""
         job = Job(uuid.uuid4().hex, origin.platform, origin.chat_id, origin.user_id, inputs.request())
+        requester = Requester(
+            origin.platform, origin.user_id, origin.chat_id, group=origin.chat_type == "group"
+        )
+        refusal = await self._gatekeeper.admit(requester)
+        if refusal is not None:
+            self._record(origin, job.id, UsageStatus.REJECTED, error_kind=refusal.kind)
+            await self._reply(origin, refusal.user_message)
+            return
         try:
             ticket = await self._queue.submit(job)
         except QueueError as error:
             self._record(origin, job.id, UsageStatus.REJECTED, error_kind=error.kind)
             await self._reply(origin, error.user_message)
             return
+        self._in_flight[job.id] = origin.person
         self._spawn(self._deliver(origin, ticket, inputs))
 
     async def _deliver(self, origin: Origin, ticket: Ticket, inputs: _Inputs) -> None:
@@ -583,6 +610,7 @@ class Core:
 
     async def _cmd_forget(self, origin: Origin, args: str) -> None:
         self._drop_photos_of(origin.person)
+        self._forgotten_jobs.update(job for job, person in self._in_flight.items() if person == origin.person)
         try:
             rows = await self._storage.forget_user(origin.platform, origin.user_id)
         except StorageUnavailable:
@@ -598,7 +626,17 @@ class Core:
 
     async def _cmd_privacy(self, origin: Origin, args: str) -> None:
         pending, results = self._settings.pending_ttl_s, self._settings.result_cache_s
-        await self._reply(origin, PRIVACY_TEXT.format(pending=_minutes(pending), results=_minutes(results)))
+        days = self._retention_days
+        text = PRIVACY_TEXT.format(
+            pending=_minutes(pending),
+            results=_minutes(results),
+            user=f"{origin.platform}:{origin.user_id}",
+            retention=f"after {days} days" if days else "only by /forget",
+        )
+        await self._reply(origin, text)
+
+    async def _cmd_admin(self, origin: Origin, args: str) -> None:
+        await self._reply(origin, await self._admin.handle(origin.platform, origin.user_id, args.split()))
 
     # -- strength -------------------------------------------------------------------------------------
 
@@ -664,24 +702,31 @@ class Core:
         error_kind: str | None = None,
         queue_wait_ms: int | None = None,
         engine_ms: int | None = None,
+        store: bool = True,
     ) -> None:
-        self._storage.record_usage(
-            UsageRecord(
-                job_id=job_id,
-                platform=origin.platform,
-                user_id=origin.user_id,
-                chat_id=origin.chat_id,
-                chat_type=origin.chat_type,
-                status=status,
-                error_kind=error_kind,
-                queue_wait_ms=queue_wait_ms,
-                engine_ms=engine_ms,
-            )
+        record = UsageRecord(
+            job_id=job_id,
+            platform=origin.platform,
+            user_id=origin.user_id,
+            chat_id=origin.chat_id,
+            chat_type=origin.chat_type,
+            status=status,
+            error_kind=error_kind,
+            queue_wait_ms=queue_wait_ms,
+            engine_ms=engine_ms,
         )
+        if store:
+            self._storage.record_usage(record)
+        self._metrics.observe(record)
+        log.info("job %s", status.value, extra=_job_log_fields(record))
 
     def _record_ticket(
         self, origin: Origin, ticket: Ticket, status: UsageStatus, *, error_kind: str | None = None
     ) -> None:
+        del self._in_flight[ticket.job.id]
+        # Asked for before a /forget: storing it would bring the person's rows back (counted all the same).
+        forgotten = ticket.job.id in self._forgotten_jobs
+        self._forgotten_jobs.discard(ticket.job.id)
         started = ticket.started_at if ticket.started_at is not None else ticket.finished_at
         finished = ticket.finished_at
         self._record(
@@ -691,6 +736,7 @@ class Core:
             error_kind=error_kind,
             queue_wait_ms=_ms(started - ticket.submitted_at) if started is not None else None,
             engine_ms=_ms(finished - started) if started is not None and finished is not None else None,
+            store=not forgotten,
         )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -751,8 +797,11 @@ or reply with your selfie to someone's photo to borrow their makeup.
 PRIVACY_TEXT = """What Face Lab keeps:
 - Your photos and results: in memory only, never on disk. Unpaired photos are dropped after \
 {pending}; a result's inputs stay {results} so its buttons work, then they are dropped too.
-- In the database: your platform user id and preferred strength, and for each try-on its time, \
-chat id and type, outcome, error kind and timings. Never an image.
+- In the database: your platform user id ({user}) and preferred strength (and a ban, if an operator \
+sets one), and for each try-on its time, chat id and type, outcome, error kind and timings. Never an \
+image. Try-on records are deleted {retention}.
+- In the logs: job ids, outcomes and timings; a user id only where the operator needs it (a ban, a \
+refused operator command, a record the database could not take). Never an image.
 /forget deletes all of it at once."""
 
 
@@ -788,6 +837,20 @@ def _describe(inputs: _Inputs, result: MakeupResult) -> str:
     if result.faces > 1:
         parts.append(f"{result.faces} faces")
     return ", ".join(parts) + "."
+
+
+def _job_log_fields(record: UsageRecord) -> dict[str, Any]:
+    """What a job's log line carries: ids of the job, not of the person; outcome and timings."""
+    fields = {
+        "job_id": record.job_id,
+        "platform": record.platform,
+        "chat_type": record.chat_type,
+        "status": record.status.value,
+        "error_kind": record.error_kind,
+        "queue_wait_ms": record.queue_wait_ms,
+        "engine_ms": record.engine_ms,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _minutes(seconds: float) -> str:

@@ -30,7 +30,7 @@ import discord
 from discord import app_commands
 from PIL import Image
 
-from bot.core import COMMANDS, Button, Core, Origin
+from bot.core import COMMANDS, OPERATOR_COMMANDS, Button, Core, Origin
 from facelab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -437,6 +437,13 @@ async def strength(interaction: Interaction, value: app_commands.Range[int, 0, 1
     await _command(interaction, "strength", "" if value is None else str(value))
 
 
+@app_commands.command(description=OPERATOR_COMMANDS["admin"])
+@app_commands.describe(action="stats, ban ID [reason] or unban ID")
+@app_commands.default_permissions()  # hidden from server members; the core checks access.admins anyway
+async def admin(interaction: Interaction, action: str) -> None:
+    await _command(interaction, "admin", action)
+
+
 def _plain_command(name: str) -> app_commands.Command[Any, ..., None]:
     async def callback(interaction: Interaction) -> None:
         await _command(interaction, name)
@@ -449,4 +456,5 @@ _COMMANDS: list[app_commands.Command[Any, ..., None]] = [
     look,
     strength,
     *(_plain_command(name) for name in ("reset", "stats", "forget", "privacy", "help")),
+    admin,
 ]

@@ -132,6 +132,10 @@ class JobRunner(Protocol):
 class JobQueue(Protocol):
     """What the conversation core needs from a queue, whatever runs the jobs behind it."""
 
+    async def waiting(self) -> int:
+        """Jobs waiting to run now, not counting running ones, across every bot process."""
+        ...
+
     async def start(self) -> None:
         """Begin running jobs. Call once, before the first `submit`."""
         ...
@@ -174,6 +178,9 @@ class LocalJobQueue:
     def depth(self) -> int:
         """Jobs waiting, not counting the one running."""
         return len(self._waiting)
+
+    async def waiting(self) -> int:
+        return self.depth
 
     async def start(self) -> None:
         if self._dispatcher is None:

@@ -368,6 +368,9 @@ class RedisJobQueue:
         self._tickets[job.id] = ticket
         return ticket
 
+    async def waiting(self) -> int:
+        return int(await self._redis.zcard(self._keys.waiting))
+
     async def position(self, job_id: str) -> int | None:
         """Jobs waiting ahead of `job_id`, across all bot processes (0: next, or running)."""
         if job_id not in self._tickets:

@@ -16,7 +16,7 @@ import secrets
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from telegram import (
     Bot,
@@ -44,8 +44,9 @@ from telegram.ext import (
     filters,
 )
 
-from bot.core import COMMANDS, Button, Core, Origin
+from bot.core import COMMANDS, OPERATOR_COMMANDS, Button, Core, Origin
 from bot.telegram_http import AiohttpRequest
+from facelab.logs import redact_in_logs
 from facelab.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class TelegramAdapter:
             .concurrent_updates(InOrderPerPerson())
             .build()
         )
-        app.add_handler(CommandHandler(list(COMMANDS), self._on_command))
+        app.add_handler(CommandHandler([*COMMANDS, *OPERATOR_COMMANDS], self._on_command))
         # Other commands in a private chat: the core answers with what it does know.
         app.add_handler(MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, self._on_command))
         addressed = AddressedToBot()
@@ -317,34 +318,6 @@ class InOrderPerPerson(BaseUpdateProcessor):
 
     async def shutdown(self) -> None:
         """Nothing to free."""
-
-
-class _RedactingRecordFactory:
-    """Wraps the logging record factory so no log line, from any library, carries a secret."""
-
-    def __init__(self, wrapped: Any) -> None:
-        self.wrapped = wrapped
-        self.secrets: set[str] = set()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record: logging.LogRecord = self.wrapped(*args, **kwargs)
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "<token>")
-            record.msg, record.args = message, None
-        return record
-
-
-def redact_in_logs(secret: str) -> None:
-    """Replace `secret` with <token> in every log record made from now on (HTTP clients and PTB log
-    request URLs, and Telegram puts the bot token in them)."""
-    factory = logging.getLogRecordFactory()
-    if not isinstance(factory, _RedactingRecordFactory):
-        factory = _RedactingRecordFactory(factory)
-        logging.setLogRecordFactory(factory)
-    # File download URLs carry it percent-encoded (":" as %3A).
-    factory.secrets.update({secret, quote(secret, safe="")})
 
 
 def _origin(update: Update) -> Origin | None:

@@ -18,8 +18,9 @@ class MakeupRequest:
     (regions left out get 0), e.g. {"lips": 1.0} for lips only.
     """
 
-    selfie: bytes
-    reference: bytes | None = None
+    # Image bytes stay out of repr(), so a logged request or job can never carry a photo.
+    selfie: bytes = field(repr=False)
+    reference: bytes | None = field(default=None, repr=False)
     look: str | None = None
     strength: float = 1.0
     regions: Mapping[str, float] | None = None
@@ -34,7 +35,7 @@ class MakeupRequest:
 
 @dataclass(frozen=True)
 class MakeupResult:
-    image: bytes  # encoded in request.output_format, at the selfie's full resolution
+    image: bytes = field(repr=False)  # encoded in request.output_format, at the selfie's full resolution
     width: int
     height: int
     faces: int

@@ -4,9 +4,9 @@ environment overrides such as FACELAB_TELEGRAM__TOKEN. Built once at start-up an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -80,6 +80,47 @@ class BotSettings(BaseModel):
     announce_wait_s: float = Field(default=3.0, ge=0)
 
 
+# "platform:user id" as the chat platform reports it, e.g. "telegram:12345" or "discord:8123...".
+PLATFORM_USER = r"^(telegram|discord|web):\S+$"
+PlatformUser = Annotated[str, StringConstraints(pattern=PLATFORM_USER)]
+
+
+class LimitsSettings(BaseModel):
+    """Abuse limits, checked each time a try-on is admitted; 0 turns a limit off."""
+
+    user_per_minute: int = Field(default=5, ge=0)
+    # Counted from stored usage, so it survives restarts; resets at midnight UTC.
+    user_per_day: int = Field(default=100, ge=0)
+    # Group chats only: all members together.
+    chat_per_minute: int = Field(default=20, ge=0)
+    chat_per_day: int = Field(default=500, ge=0)
+
+
+class AccessSettings(BaseModel):
+    """Who may use the bot and who runs it."""
+
+    # Non-empty: only these users may run try-ons.
+    allow: list[PlatformUser] = []
+    deny: list[PlatformUser] = []
+    # May use /admin (stats, ban, unban).
+    admins: list[PlatformUser] = []
+
+
+class MetricsSettings(BaseModel):
+    """The operator's HTTP endpoint: Prometheus /metrics and /healthz."""
+
+    enabled: bool = True
+    # Loopback by default: expose it deliberately (e.g. to a Prometheus on the same network).
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class LoggingSettings(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text": one readable line per event; "json": one JSON object per line, for log collectors.
+    format: Literal["text", "json"] = "text"
+
+
 class TelegramSettings(BaseModel):
     token: SecretStr | None = None
     base_url: str = "https://api.telegram.org/bot"
@@ -142,6 +183,10 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     web: WebSettings = WebSettings()
+    limits: LimitsSettings = LimitsSettings()
+    access: AccessSettings = AccessSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
 
     @classmethod
     def settings_customise_sources(

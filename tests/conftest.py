@@ -6,8 +6,10 @@ FACELAB_REQUIRE_SERVICES=1 (set by .ci/run) they fail instead, so CI cannot go g
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,13 @@ def face_path(name: str) -> Path:
     return root / kind / name
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def require_service(name: str, host: str, port: int) -> None:
     try:
         with socket.create_connection((host, port), timeout=1.0):
@@ -61,3 +70,19 @@ def postgres_url() -> str:
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
     return os.environ.get("FACELAB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    """For tests that call facelab.logs.setup_logging: put the root logger's handlers and the levels
+    it changes back afterwards."""
+    from facelab.logs import CHATTY_LOGGERS
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, chatty_level in chatty.items():
+        logging.getLogger(name).setLevel(chatty_level)

@@ -6,8 +6,11 @@ Which photo served as the selfie is read from the result: the engine returns the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-from collections.abc import AsyncIterator
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +20,7 @@ from PIL import Image
 
 from bot.core import Core, Origin
 from bot.engine_process import EngineProcess
-from bot.queue import JobRunner, LocalJobQueue
-from engine.api import MakeupRequest, MakeupResult
+from bot.queue import LocalJobQueue
 from facelab.settings import BotSettings, QueueSettings, Settings
 from storage import Storage
 from tests.conftest import face_path
@@ -79,23 +81,10 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     await storage.close()
 
 
-class SlowEngine:
-    """The real engine with every job taking `delay_s` longer, as on big photos or a busy machine."""
-
-    def __init__(self, engine: EngineProcess, delay_s: float) -> None:
-        self._engine = engine
-        self._delay_s = delay_s
-
-    async def run(self, request: MakeupRequest) -> MakeupResult:
-        await asyncio.sleep(self._delay_s)
-        return await self._engine.run(request)
-
-
 async def start_bot(
     engine_process: EngineProcess,
     storage: Storage,
     *,
-    runner: JobRunner | None = None,
     announce_wait_s: float = 3.0,
     **queue: int,
 ) -> Bot:
@@ -106,7 +95,7 @@ async def start_bot(
         queue=QueueSettings(**{"max_size": 100, "per_user": 2, **queue}),
     )
     job_queue = LocalJobQueue(
-        runner or engine_process, max_size=settings.queue.max_size, per_user=settings.queue.per_user
+        engine_process, max_size=settings.queue.max_size, per_user=settings.queue.per_user
     )
     await job_queue.start()
     clock = Clock()
@@ -114,6 +103,17 @@ async def start_bot(
     messenger = RecordingMessenger()
     core.add_messenger(messenger)
     return Bot(core, messenger, job_queue, storage, clock)
+
+
+@contextlib.contextmanager
+def engine_frozen(engine: EngineProcess) -> Iterator[None]:
+    """Stop the engine child (SIGSTOP) until the block ends, as if it were busy with a long job."""
+    assert engine.pid is not None
+    os.kill(engine.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(engine.pid, signal.SIGCONT)
 
 
 async def stop_bot(bot: Bot) -> None:
@@ -350,10 +350,13 @@ async def test_help_privacy_and_unknown_commands(bot: Bot) -> None:
     assert bot.messenger.texts()[-1] == "I don't know /dance. Send /help to see what I can do."
 
 
-async def test_stats_count_jobs_and_forget_deletes_everything(bot: Bot) -> None:
+async def test_stats_count_jobs_and_forget_deletes_everything(
+    bot: Bot, engine_process: EngineProcess
+) -> None:
     await bot.core.on_command(user("ann"), "strength", "50")
-    await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
-    await bot.core.on_pair(user("ann"), photo(NO_FACE), photo(REFERENCE))
+    with engine_frozen(engine_process):  # the first job is still running when the second is queued
+        await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
+        await bot.core.on_pair(user("ann"), photo(NO_FACE), photo(REFERENCE))
     # Replies: strength set and the no-face explanation (the second job's short wait is not announced).
     await bot.messenger.wait_for(lambda: len(bot.messenger.images()) == 1 and len(bot.messenger.texts()) == 2)
     assert await bot.storage.flush()
@@ -423,22 +426,21 @@ async def test_result_buttons_rerun_for_the_requester_only(bot: Bot) -> None:
 async def test_a_noticeable_wait_is_announced_and_a_long_job_shows_an_action(
     engine_process: EngineProcess, storage: Storage
 ) -> None:
-    # Jobs of about 2 s: the second one waits well past the 0.5 s threshold.
-    bot = await start_bot(
-        engine_process, storage, runner=SlowEngine(engine_process, 2.0), announce_wait_s=0.5
-    )
+    bot = await start_bot(engine_process, storage, announce_wait_s=0.5)
     try:
-        for name in ("ann", "bob"):
-            await bot.core.on_pair(user(name), photo(SELFIE), photo(REFERENCE), strength=50)
+        with engine_frozen(engine_process):  # ann's job runs until bob has waited past the threshold
+            for name in ("ann", "bob"):
+                await bot.core.on_pair(user(name), photo(SELFIE), photo(REFERENCE), strength=50)
+            await bot.messenger.wait_for(lambda: bool(bot.messenger.texts()))
+            await bot.messenger.wait_for(lambda: any(s.kind == "action" for s in bot.messenger.sent))
         await bot.messenger.wait_for_images(2)
     finally:
         await stop_bot(bot)
 
     texts = {s.chat_id: s.text for s in bot.messenger.sent if s.kind == "text"}
     assert texts == {"dm-bob": "There is 1 try-on ahead of yours; I'll reply here when it's ready."}
-    for name in ("ann", "bob"):  # each chat saw the action before its result
-        kinds = [s.kind for s in bot.messenger.sent if s.chat_id == f"dm-{name}" and s.kind != "text"]
-        assert kinds[0] == "action" and kinds[-1] == "image"
+    kinds = [s.kind for s in bot.messenger.sent if s.chat_id == "dm-ann"]
+    assert kinds[0] == "action" and kinds[-1] == "image"  # ann saw the bot at work, then her result
 
 
 async def test_a_short_wait_behind_fast_jobs_is_not_announced(bot: Bot) -> None:
@@ -455,15 +457,18 @@ async def test_a_full_queue_and_the_per_user_cap_give_clear_replies(
 ) -> None:
     bot = await start_bot(engine_process, storage, max_size=2, per_user=1)
     try:
-        await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
-        await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
-        assert "You already have" in bot.messenger.texts()[-1]
-        await bot.core.on_pair(user("bob"), photo(SELFIE), look="natural", strength=50)
-        await bot.core.on_pair(user("cid"), photo(SELFIE), look="natural", strength=50)
-        assert "my queue is full" in bot.messenger.texts()[-1]
-        await bot.messenger.wait_for_images(2)  # the accepted ones still arrive
+        # The engine is frozen while they ask, so ann's job stays running whatever the machine's speed;
+        # admission awaits the limits (database reads), so the dispatcher has taken it by bob's turn.
+        with engine_frozen(engine_process):
+            await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
+            await bot.core.on_pair(user("ann"), photo(SELFIE), look="natural", strength=50)
+            assert "You already have" in bot.messenger.texts()[-1]
+            for name in ("bob", "cid", "dan"):  # bob's and cid's jobs fill the two waiting places
+                await bot.core.on_pair(user(name), photo(SELFIE), look="natural", strength=50)
+            assert "my queue is full" in bot.messenger.texts()[-1]
+        await bot.messenger.wait_for_images(3)  # the accepted ones still arrive
         assert await storage.flush()
-        stats = await storage.user_stats("test", "cid")
+        stats = await storage.user_stats("test", "dan")
         assert stats.jobs_total == 0  # refusals are recorded but never count as try-ons
     finally:
         await stop_bot(bot)

@@ -131,13 +131,22 @@ async def test_start_declares_only_needed_intents_and_publishes_commands_on_dema
     assert fake.identify is not None
     assert fake.identify["intents"] == discord_intents(message_content=True).value
     names = {c["name"] for c in fake.commands}
-    assert names == {"makeup", "look", "strength", "reset", "stats", "forget", "privacy", "help"}
+    assert names == {"makeup", "look", "strength", "reset", "stats", "forget", "privacy", "help", "admin"}
     makeup = next(c for c in fake.commands if c["name"] == "makeup")
     assert [(o["name"], o["type"]) for o in makeup["options"]] == [
         ("selfie", 11),
         ("reference", 11),
         ("strength", 4),
     ]
+
+
+async def test_admin_command_is_hidden_from_members_and_gated_by_admin_ids(stack: Stack) -> None:
+    fake = stack.fake
+    admin = next(c for c in fake.commands if c["name"] == "admin")
+    assert int(admin["default_member_permissions"]) == 0  # only server admins see it unless granted
+    asked = await fake.invoke_command(fake.user("bob"), fake.guild_channel, "admin", action="stats")
+    refusal = await followup_text(fake, asked, "only for the bot's operator")
+    assert refusal.json["flags"] & 64  # ephemeral
 
 
 async def test_makeup_command_defers_then_follows_up_with_the_result_and_buttons(stack: Stack) -> None:
@@ -242,7 +251,13 @@ async def test_defer_comes_at_once_while_the_queue_is_busy(stack: Stack) -> None
     second = await fake.invoke_command(
         bob, fake.guild_channel, "makeup", selfie=upload(fake, SELFIE), reference=upload(fake, REFERENCE)
     )
-    await followup_text(fake, second, "1 try-on ahead")
+
+    # The two are handled concurrently: whichever was queued second is told its place.
+    def place_told(call: Call) -> bool:
+        content = call.json.get("content", "") if isinstance(call.json, dict) else ""
+        return "1 try-on ahead" in content and any(fake.concerns(call, i) for i in (first, second))
+
+    await fake.wait_for(place_told)
     # Both were acknowledged while the engine was still blocked; the fake refuses callbacks that
     # come more than 3 s after the interaction, as Discord does.
     for interaction in (first, second):

@@ -27,6 +27,7 @@ from PIL import Image
 from bot.engine_process import EngineProcess
 from bot.queue import JobQueue, LocalJobQueue
 from facelab.commands import serve as serve_command
+from facelab.logs import REDACTED
 from facelab.settings import DatabaseSettings, QueueSettings, Settings, TelegramSettings
 from tests.conftest import face_path
 from tests.fake_telegram import TOKEN, ApiCall, Chat, FakeTelegram, User
@@ -217,7 +218,7 @@ async def test_private_chat_flow_with_result_buttons_and_no_token_in_logs(
             assert side_by_side.width > side_by_side.height  # before and after, side by side
     assert TOKEN not in caplog.text
     assert TOKEN.split(":")[1] not in caplog.text
-    assert "<token>" in caplog.text  # the redaction ran on lines that would have carried it
+    assert REDACTED in caplog.text  # the redaction ran on lines that would have carried it
 
 
 async def test_strength_is_remembered_across_a_bot_restart(
@@ -380,9 +381,9 @@ async def test_full_queue_says_so_and_loses_nothing(
                 fake.send_photo(user, dm(user), selfie(30 + index))
                 await fake.next_call("sendMessage", dm(user).id)
                 fake.send_photo(user, dm(user), photo_file(REFERENCE))
-                # One job runs (frozen), one waits, the third finds the queue full.
-                if index > 0:
-                    await fake.next_call("sendMessage", dm(user).id)
+                # One job runs (frozen), one waits, the third finds the queue full. Each answer is
+                # awaited before the next user asks, so the jobs are queued in this order.
+                await fake.next_call("sendChatAction" if index == 0 else "sendMessage", dm(user).id)
         first = await fake.next_call("sendPhoto", dm(users[0]).id)
         second = await fake.next_call("sendPhoto", dm(users[1]).id)
     waiting, full = (fake.calls_to("sendMessage", dm(user).id)[-1] for user in users[1:])

@@ -8,15 +8,21 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from bot.core import Core
 from bot.engine_process import EngineProcess
+from bot.limits import Gatekeeper
+from bot.metrics import Metrics
 from bot.queue import JobQueue, LocalJobQueue
+from facelab.logs import setup_logging
+from facelab.ops_server import OpsServer
 from facelab.settings import Settings, load_settings
 from storage import Storage
+from storage.api import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def configure_logging(verbose: bool) -> None:
-    """Log format and levels of every long-running command (serve, worker)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # HTTP client loggers print request URLs, and Telegram's carry the bot token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.verbose)
     settings = with_flags(load_settings(Path(args.config) if args.config else None), args)
+    setup_logging(settings, debug=args.verbose)
     return asyncio.run(serve(settings))
 
 
@@ -143,8 +139,10 @@ async def serve(
     settings: Settings,
     stop: asyncio.Event | None = None,
     adapters: dict[str, AdapterFactory] = ADAPTERS,
+    clock: Callable[[], datetime] = utcnow,
 ) -> int:
-    """Run until `stop` is set (by default: on SIGINT or SIGTERM). Returns the exit status."""
+    """Run until `stop` is set (by default: on SIGINT or SIGTERM). Returns the exit status.
+    `clock` is the UTC time that daily quotas count from (tests move it to tomorrow)."""
     if settings.queue.backend not in QUEUES:
         log.error("queue.backend %r is not available in this version", settings.queue.backend)
         return 2
@@ -155,11 +153,19 @@ async def serve(
             schema=settings.database.schema_name,
             write_buffer=settings.database.write_buffer,
             retry_max_s=settings.database.write_retry_max_s,
+            retention_days=settings.database.retention_days,
         )
         stack.push_async_callback(storage.close)
         queue = await stack.enter_async_context(QUEUES[settings.queue.backend](settings))
         await queue.start()
-        core = Core(settings, queue, storage)
+        metrics = Metrics()
+        metrics.track_queue_depth(queue.waiting)
+        gatekeeper = Gatekeeper.from_settings(settings, storage, clock)
+        core = Core(settings, queue, storage, gatekeeper=gatekeeper, metrics=metrics)
+        if settings.metrics.enabled:
+            ops = OpsServer(settings.metrics, metrics, {"serving": _serving_check(stop)})
+            await ops.start()
+            stack.push_async_callback(ops.close)
         running = [
             (name, adapter)
             for name, build in adapters.items()
@@ -178,6 +184,15 @@ async def serve(
         await queue.close(settings.queue.drain_timeout_s)
         await core.close()
     return 0
+
+
+def _serving_check(stop: asyncio.Event) -> Callable[[], Awaitable[str | None]]:
+    """Healthy until shutdown begins, so a load balancer stops sending updates during the drain."""
+
+    async def check() -> str | None:
+        return "shutting down" if stop.is_set() else None
+
+    return check
 
 
 def stop_on_signals() -> asyncio.Event:

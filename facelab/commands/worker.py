@@ -9,10 +9,14 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot.engine_process import EngineProcess, EngineStartError
-from facelab.commands.serve import configure_logging, stop_on_signals
+from bot.metrics import MeteredRunner, Metrics
+from facelab.commands.serve import stop_on_signals
+from facelab.logs import setup_logging
+from facelab.ops_server import OpsServer
 from facelab.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -41,10 +45,10 @@ def cpu_list(text: str) -> set[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.verbose)
     if args.cpus:
         os.sched_setaffinity(0, args.cpus)  # inherited by the engine process it spawns
     settings = load_settings(Path(args.config) if args.config else None)
+    setup_logging(settings, debug=args.verbose)
     return asyncio.run(work(settings, args.name or f"{socket.gethostname()}-{os.getpid()}"))
 
 
@@ -64,11 +68,23 @@ async def work(settings: Settings, name: str, stop: asyncio.Event | None = None)
     except EngineStartError as error:
         log.error("the engine could not start: %s", error)
         return 1
+    metrics = Metrics()
+    ops = OpsServer(settings.metrics, metrics, {"engine": _engine_check(engine)})
+    if settings.metrics.enabled:
+        await ops.start()
     try:
-        await run_worker(engine, settings.queue, name, stop)
+        await run_worker(MeteredRunner(engine, metrics), settings.queue, name, stop)
     except RedisError as error:
         log.error("cannot reach Redis: %s", error)
         return 1
     finally:
+        await ops.close()
         await engine.close()
     return 0
+
+
+def _engine_check(engine: EngineProcess) -> Callable[[], Awaitable[str | None]]:
+    async def check() -> str | None:
+        return None if engine.pid is not None else "the engine process is not running"
+
+    return check
