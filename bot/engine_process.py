@@ -12,7 +12,6 @@ import asyncio
 import logging
 import multiprocessing
 import signal
-import sys
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -211,7 +210,6 @@ def _serve(conn: Connection, settings: EngineSettings, factory: EngineFactory) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group; the parent decides
     try:
         engine = factory(settings)
-        _pin_threads(settings.threads)
     except Exception as error:
         conn.send(("failed", f"{type(error).__name__}: {error}"))
         return
@@ -233,13 +231,3 @@ def _apply(engine: MakeupEngine, request: MakeupRequest) -> tuple[str, Any]:
         return ("refused", error)
     except Exception:
         return ("bug", traceback.format_exc())
-
-
-def _pin_threads(threads: int) -> None:
-    """Keep the engine to its share of the CPU: other jobs and the bot process need the rest."""
-    import cv2
-
-    cv2.setNumThreads(threads)
-    torch = sys.modules.get("torch")  # only the diffusion engine imports it; never import it here
-    if torch is not None:
-        torch.set_num_threads(threads)
