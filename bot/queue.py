@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -124,7 +124,8 @@ class Ticket:
 
 
 class JobRunner(Protocol):
-    """Runs one request to the end; the engine process is the real one."""
+    """Runs requests to the end, in the order they are handed over; the engine process is the real
+    one. It may be handed the next request while one runs (see `LocalJobQueue`)."""
 
     async def run(self, request: MakeupRequest) -> MakeupResult: ...
 
@@ -160,24 +161,32 @@ class JobQueue(Protocol):
 class LocalJobQueue:
     """In-process `JobQueue`: a bounded asyncio queue and one dispatcher feeding `runner` in order.
 
-    `max_size` bounds the jobs waiting (not counting the running one); `per_user` bounds the jobs
-    one user has waiting or running.
+    The dispatcher hands the runner the next job while one runs (`HANDED_AHEAD`), so the engine can
+    start it without waiting for this event loop; a handed-over job counts as started only when the
+    one before it has finished. `max_size` bounds the jobs not started yet; `per_user` bounds the
+    jobs one user has waiting or running.
     """
+
+    # The running job and the next, already with the runner (bot.engine_process.PIPELINE_DEPTH).
+    HANDED_AHEAD = 2
 
     def __init__(self, runner: JobRunner, *, max_size: int, per_user: int) -> None:
         self._runner = runner
+        self._max_size = max_size
         self._per_user = per_user
-        self._queue: asyncio.Queue[Ticket] = asyncio.Queue(maxsize=max_size)
+        self._queue: asyncio.Queue[Ticket] = asyncio.Queue()
         self._waiting: OrderedDict[str, Ticket] = OrderedDict()  # mirrors _queue, for positions
-        self._running: Ticket | None = None
+        self._handed: deque[Ticket] = deque()  # with the runner, in order; the first one is running
+        self._slots = asyncio.Semaphore(self.HANDED_AHEAD)
+        self._runs: set[asyncio.Task[None]] = set()
         self._per_owner: Counter[tuple[str, str]] = Counter()
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
     def depth(self) -> int:
-        """Jobs waiting, not counting the one running."""
-        return len(self._waiting)
+        """Jobs not started yet: waiting here, or handed to the runner behind the running one."""
+        return len(self._waiting) + max(len(self._handed) - 1, 0)
 
     async def waiting(self) -> int:
         return self.depth
@@ -191,21 +200,18 @@ class LocalJobQueue:
             raise QueueClosed()
         if self._per_owner[job.owner] >= self._per_user:
             raise UserQueueCapReached()
-        ticket = Ticket(job, position=len(self._waiting) + (self._running is not None))
-        try:
-            self._queue.put_nowait(ticket)
-        except asyncio.QueueFull:
-            raise QueueFull() from None
+        if self.depth >= self._max_size:
+            raise QueueFull()
+        ticket = Ticket(job, position=len(self._handed) + len(self._waiting))
+        self._queue.put_nowait(ticket)
         self._waiting[job.id] = ticket
         self._per_owner[job.owner] += 1
         return ticket
 
     async def position(self, job_id: str) -> int | None:
-        if self._running is not None and self._running.job.id == job_id:
-            return 0
-        for index, waiting_id in enumerate(self._waiting):
-            if waiting_id == job_id:
-                return index + (self._running is not None)
+        for index, ticket in enumerate((*self._handed, *self._waiting.values())):
+            if ticket.job.id == job_id:
+                return index
         return None
 
     async def close(self, drain_timeout_s: float) -> list[Job]:
@@ -213,9 +219,10 @@ class LocalJobQueue:
         if self._dispatcher is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), drain_timeout_s)
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
-        unfinished = [ticket for ticket in (self._running, *self._waiting.values()) if ticket is not None]
+            for task in (self._dispatcher, *self._runs):
+                task.cancel()
+            await asyncio.gather(self._dispatcher, *self._runs, return_exceptions=True)
+        unfinished = [*self._handed, *self._waiting.values()]
         for ticket in unfinished:
             self._finish(ticket, JobFailed(QueueClosed.default_message, kind=QueueClosed.kind))
         self._waiting.clear()
@@ -229,30 +236,39 @@ class LocalJobQueue:
 
     async def _dispatch(self) -> None:
         while True:
+            await self._slots.acquire()
             ticket = await self._queue.get()
             self._waiting.pop(ticket.job.id, None)
-            self._running = ticket
-            ticket.mark_started()
-            try:
-                self._finish(ticket, await self._runner.run(ticket.job.request))
-            except (EngineError, JobFailed) as error:
-                self._finish(ticket, error)
-            except Exception:
-                log.exception("job %s failed unexpectedly", ticket.job.id)
-                self._finish(ticket, JobFailed(kind="internal"))
-            finally:
-                self._queue.task_done()
+            self._handed.append(ticket)
+            if len(self._handed) == 1:
+                ticket.mark_started()
+            run = asyncio.create_task(self._run(ticket), name=f"job-{ticket.job.id}")
+            self._runs.add(run)
+            run.add_done_callback(self._runs.discard)
+
+    async def _run(self, ticket: Ticket) -> None:
+        try:
+            self._finish(ticket, await self._runner.run(ticket.job.request))
+        except (EngineError, JobFailed) as error:
+            self._finish(ticket, error)
+        except Exception:
+            log.exception("job %s failed unexpectedly", ticket.job.id)
+            self._finish(ticket, JobFailed(kind="internal"))
+        finally:
+            self._slots.release()
+            self._queue.task_done()
 
     def _finish(self, ticket: Ticket, outcome: MakeupResult | EngineError | JobFailed) -> None:
-        if self._running is ticket:
-            self._running = None
-        if ticket.done:
-            return
-        owner = ticket.job.owner
-        self._per_owner[owner] -= 1
-        if self._per_owner[owner] <= 0:
-            del self._per_owner[owner]
-        if isinstance(outcome, MakeupResult):
-            ticket.resolve(outcome)
-        else:
-            ticket.fail(outcome)
+        if not ticket.done:
+            owner = ticket.job.owner
+            self._per_owner[owner] -= 1
+            if self._per_owner[owner] <= 0:
+                del self._per_owner[owner]
+            if isinstance(outcome, MakeupResult):
+                ticket.resolve(outcome)
+            else:
+                ticket.fail(outcome)
+        if ticket in self._handed:
+            self._handed.remove(ticket)
+            if self._handed and self._handed[0].started_at is None:
+                self._handed[0].mark_started()  # the runner went on to it

@@ -10,6 +10,7 @@ import asyncio
 import io
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from tests.conftest import face_path
 CRASH = b"crash the engine"
 BUG = b"raise a bug"
 THREADS = b"report threads"
+NAP = b"nap"  # sleeps NAP_S, then answers with when it began and ended (time.monotonic, system-wide)
+NAP_S = 0.4
 
 
 class MisbehavingEngine:
@@ -43,6 +46,10 @@ class MisbehavingEngine:
             raise ValueError("a bug in the engine")
         if request.selfie == THREADS:
             return MakeupResult(image=str(cv2.getNumThreads()).encode(), width=0, height=0, faces=0)
+        if request.selfie == NAP:
+            began = time.monotonic()
+            time.sleep(NAP_S)
+            return MakeupResult(image=f"{began} {time.monotonic()}".encode(), width=0, height=0, faces=0)
         return self._engine.apply(request)
 
 
@@ -112,6 +119,32 @@ async def test_results_and_refusals_cross_the_process_boundary(engine: EnginePro
     assert refused.value.role == "selfie"
     assert refused.value.user_message
     assert engine.restarts == 0
+
+
+async def test_the_engine_goes_on_to_the_next_job_while_the_bot_is_busy(engine: EngineProcess) -> None:
+    jobs = [asyncio.create_task(engine.run(MakeupRequest(selfie=NAP, look="natural"))) for _ in range(3)]
+    await asyncio.sleep(0.1)  # the first job is running; the second is already in the child
+    time.sleep(0.5)  # the event loop is stuck (a busy bot) past the end of the first job, to mid-second
+
+    spans = [tuple(map(float, (await job).image.split())) for job in jobs]
+    (_, first_end), (second_start, second_end), (third_start, _) = spans
+    # The second job began as the first ended, although nobody on the bot side could send it then.
+    assert 0 <= second_start - first_end < 0.1
+    # The loop came back during the second job and handed the third over in time for it too.
+    assert 0 <= third_start - second_end < 0.1
+
+
+async def test_a_job_queued_behind_a_crash_is_sent_again_without_using_its_retry(
+    engine: EngineProcess,
+) -> None:
+    crashing = asyncio.create_task(engine.run(MakeupRequest(selfie=CRASH, look="natural")))
+    behind = asyncio.create_task(engine.run(pair("sm_source_02.jpg", "elegant_ref_02.png")))
+
+    assert (await behind).width == 394  # in the child twice as the crash took it down, still served
+    with pytest.raises(JobFailed) as failed:
+        await crashing
+    assert failed.value.kind == "engine_crash"
+    assert engine.restarts == 2
 
 
 async def test_the_engine_is_pinned_to_its_threads() -> None:

@@ -91,6 +91,25 @@ async def test_positions_are_reported_on_submit_and_move_up(
     assert queue.depth == 1
 
 
+async def test_the_next_job_is_handed_over_early_but_starts_when_the_running_one_ends(
+    queue: LocalJobQueue, runner: GatedRunner
+) -> None:
+    first = await queue.submit(make_job("a", user="u1"))
+    second = await queue.submit(make_job("b", user="u2"))
+    third = await queue.submit(make_job("c", user="u3"))
+    assert [await next_started(runner), await next_started(runner)] == [b"a", b"b"]
+    await asyncio.sleep(0.05)
+    assert runner.started.empty()  # no more than the running job and the next are handed over
+
+    assert first.started_at is not None and second.started_at is None
+    assert (queue.depth, await queue.position(second.job.id)) == (2, 1)
+    runner.release()
+    await first.result()
+    assert second.started_at is not None and second.started_at >= first.finished_at  # type: ignore[operator]
+    assert await next_started(runner) == b"c"  # handed over behind b
+    assert third.started_at is None
+
+
 async def test_jobs_run_in_submission_order_and_each_ticket_gets_its_own_result(
     queue: LocalJobQueue, runner: GatedRunner
 ) -> None:
