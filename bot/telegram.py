@@ -120,7 +120,11 @@ class TelegramAdapter:
             .token(token)
             .base_url(self._settings.base_url)
             .base_file_url(self._settings.base_file_url)
-            .rate_limiter(AIORateLimiter(max_retries=self._settings.max_retries))
+            .rate_limiter(
+                AIORateLimiter(
+                    overall_max_rate=self._settings.messages_per_s, max_retries=self._settings.max_retries
+                )
+            )
             .request(AiohttpRequest())
             .get_updates_request(AiohttpRequest(connections=1))
             .concurrent_updates(InOrderPerPerson())

@@ -133,6 +133,9 @@ class TelegramSettings(BaseModel):
     webhook_secret: SecretStr | None = None
     # Times a call refused with 429 is retried after the retry_after Telegram asks for.
     max_retries: int = Field(default=3, ge=0)
+    # Messages a second across all chats that replies are paced under: Telegram's flood limit for a bot.
+    # 0 turns the pacing off (429 answers are still honoured); raise it only if Telegram allows more.
+    messages_per_s: float = Field(default=30.0, ge=0)
     # The cloud Bot API refuses downloads above 20 MB; raise only with a self-hosted Bot API server.
     max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
 

@@ -440,6 +440,23 @@ async def test_rate_limit_answers_are_waited_out(fake: FakeTelegram, bot_setting
     assert read_code(result.upload("photo")) == 50
 
 
+async def test_replies_are_paced_under_the_flood_limit(
+    fake: FakeTelegram, tmp_path: Path, shared_engine_queue: None
+) -> None:
+    settings = settings_for(fake, tmp_path, telegram={"messages_per_s": 4})
+    users = [User(900 + index, f"user{index}") for index in range(12)]
+    async with serving(settings, fake):
+        for user in users:
+            fake.send_text(user, dm(user), "/help")
+        for user in users:
+            await fake.next_call("sendMessage", dm(user).id)
+    replies = sorted(call.at for call in fake.calls_to("sendMessage") if call.chat_id >= 900)
+    # Four at once, then one every quarter second: twelve replies cannot take less than two seconds.
+    assert len(replies) == 12
+    assert replies[-1] - replies[0] >= 1.9
+    assert sum(at - replies[0] < 0.5 for at in replies) <= 6
+
+
 async def test_webhook_mode_takes_updates_from_telegram_and_refuses_forged_ones(
     fake: FakeTelegram, tmp_path: Path, shared_engine_queue: None, unused_tcp_port: int
 ) -> None:
