@@ -115,7 +115,8 @@ class EngineProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._child.process.pid if self._child is not None else None
+        """The running child's; None while there is none (a lost one is replaced by the next job)."""
+        return self._child.process.pid if self._child is not None and self._child.usable else None
 
     async def start(self) -> None:
         async with self._spawning:
