@@ -30,7 +30,7 @@ CRASH = b"crash the engine"
 BUG = b"raise a bug"
 THREADS = b"report threads"
 NAP = b"nap"  # sleeps NAP_S, then answers with when it began and ended (time.monotonic, system-wide)
-NAP_S = 0.4
+NAP_S = 0.5
 
 
 class MisbehavingEngine:
@@ -124,7 +124,7 @@ async def test_results_and_refusals_cross_the_process_boundary(engine: EnginePro
 async def test_the_engine_goes_on_to_the_next_job_while_the_bot_is_busy(engine: EngineProcess) -> None:
     jobs = [asyncio.create_task(engine.run(MakeupRequest(selfie=NAP, look="natural"))) for _ in range(3)]
     await asyncio.sleep(0.1)  # the first job is running; the second is already in the child
-    time.sleep(0.5)  # the event loop is stuck (a busy bot) past the end of the first job, to mid-second
+    time.sleep(0.6)  # the event loop is stuck (a busy bot) past the end of the first job, to mid-second
 
     spans = [tuple(map(float, (await job).image.split())) for job in jobs]
     (_, first_end), (second_start, second_end), (third_start, _) = spans
