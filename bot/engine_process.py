@@ -71,12 +71,16 @@ class _Bumped(Exception):
     """The child was lost while this job waited behind the one it was running: send it again."""
 
 
-_CRASH = _EngineLost(
-    "engine_crash",
-    "The makeup engine crashed on this job, even on a second try, so I gave up on it. "
-    "Please try again, perhaps with other photos.",
-)
-_START = _EngineLost("engine_start", "The makeup engine could not start. Please try later.")
+def _crashed() -> _EngineLost:
+    return _EngineLost(
+        "engine_crash",
+        "The makeup engine crashed on this job, even on a second try, so I gave up on it. "
+        "Please try again, perhaps with other photos.",
+    )
+
+
+def _could_not_start() -> _EngineLost:
+    return _EngineLost("engine_start", "The makeup engine could not start. Please try later.")
 
 
 def _timed_out(timeout_s: float) -> _EngineLost:
@@ -163,7 +167,7 @@ class EngineProcess:
                     self._child = await self._spawn()
                 except EngineStartError as error:
                     log.error("engine process failed to start: %s", error)
-                    raise _START from None
+                    raise _could_not_start() from None
             return self._child
 
     async def _spawn(self) -> _Child:
@@ -288,7 +292,7 @@ class _Child:
                 self._lose(_timed_out(self._timeout_s))
                 return
             except (EOFError, OSError):
-                self._lose(_CRASH)
+                self._lose(_crashed())
                 return
             head = self._owed.popleft()
             self._head_since = time.monotonic()  # the child went straight on to the next one
