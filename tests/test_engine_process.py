@@ -134,6 +134,19 @@ async def test_the_engine_goes_on_to_the_next_job_while_the_bot_is_busy(engine: 
     assert 0 <= third_start - second_end < 0.1
 
 
+async def test_a_jobs_time_limit_starts_when_the_engine_starts_it() -> None:
+    # Each job takes NAP_S; the second waits NAP_S in the child first, so handed-over to answered is
+    # twice NAP_S, past the limit, while each job's own run stays within it.
+    process = EngineProcess(EngineSettings(job_timeout_s=NAP_S * 1.6), factory=misbehaving_engine)
+    await process.start()
+    try:
+        naps = [process.run(MakeupRequest(selfie=NAP, look="natural")) for _ in range(2)]
+        assert len(await asyncio.gather(*naps)) == 2
+        assert process.restarts == 0
+    finally:
+        await process.close()
+
+
 async def test_a_job_queued_behind_a_crash_is_sent_again_without_using_its_retry(
     engine: EngineProcess,
 ) -> None:
