@@ -254,4 +254,8 @@ if __name__ == "__main__":
         "--rounds", type=int, default=3, help="bot runs (unpaced, paced), each between engine-only runs"
     )
     arguments = parser.parse_args()
+    per_minute = Settings().limits.user_per_minute
+    if per_minute and arguments.tryons > per_minute:
+        # Each user's try-ons run within a minute; past the limit the bot refuses them, as it should.
+        parser.error(f"--tryons above limits.user_per_minute ({per_minute}) would be refused by the bot")
     asyncio.run(main(arguments.users, arguments.tryons, arguments.size, arguments.rounds))
