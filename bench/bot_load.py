@@ -229,9 +229,10 @@ async def main(users: int, tryons: int, size: int, rounds: int) -> None:
     alone_ms = alone.engine_s * 1000 / (jobs * (rounds + 1))
     engine_ms = unpaced.engine_s * 1000 / (jobs * rounds)
     bot_ms = unpaced.bot_s * 1000 / (jobs * rounds)
+    paced_bot_ms = paced.bot_s * 1000 / (jobs * rounds)
     print(
         f"CPU per job          : engine {engine_ms:.0f} ms (alone {alone_ms:.0f} ms); bot process with "
-        f"the fake Telegram and the users {bot_ms:.0f} ms (unpaced)"
+        f"the fake Telegram and the users {bot_ms:.0f} ms unpaced, {paced_bot_ms:.0f} ms paced"
     )
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"machine              : {len(os.sched_getaffinity(0))} cores, load average {load}")
