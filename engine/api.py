@@ -9,13 +9,17 @@ from typing import Protocol
 # Regions a caller may name; each maps to a feathered landmark mask in engine/regions.py.
 REGIONS: tuple[str, ...] = ("lips", "eyes", "brows", "blush", "skin")
 
+# How much of the reference travels: "natural" puts its makeup on the selfie's own skin; "full"
+# carries the whole look of the reference face (face paint, stage base, drawn patterns) as well.
+MODES: tuple[str, ...] = ("natural", "full")
+
 
 @dataclass(frozen=True)
 class MakeupRequest:
     """One try-on. Exactly one of `reference` (encoded image bytes) or `look` (preset name) is set.
 
     `strength` is in [0, 1]; `regions` optionally maps region names to their own strength in [0, 1]
-    (regions left out get 0), e.g. {"lips": 1.0} for lips only.
+    (regions left out get 0), e.g. {"lips": 1.0} for lips only. `mode` is one of MODES.
     """
 
     # Image bytes stay out of repr(), so a logged request or job can never carry a photo.
@@ -25,12 +29,15 @@ class MakeupRequest:
     strength: float = 1.0
     regions: Mapping[str, float] | None = None
     output_format: str = "JPEG"
+    mode: str = "natural"
 
     def __post_init__(self) -> None:
         if (self.reference is None) == (self.look is None):
             raise ValueError("set exactly one of reference or look")
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError("strength must be in [0, 1]")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,9 @@ class MakeupResult:
     height: int
     faces: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The reference wears more than this mode carried (face paint in natural mode): the bot says so
+    # and offers the full look.
+    paint_left_out: bool = False
 
 
 class MakeupEngine(Protocol):

@@ -76,7 +76,12 @@ class EmbeddedEngine:
         if request.reference is not None:
             reference = self._cached_reference(request.reference, timings)
         made_up = self.apply_array(
-            selfie, reference, look=request.look, strength=request.strength, regions=request.regions
+            selfie,
+            reference,
+            look=request.look,
+            strength=request.strength,
+            regions=request.regions,
+            mode=request.mode,
         )
         timings.update(made_up.timings_ms)
         with self._timed(timings, "encode"):
@@ -102,6 +107,7 @@ class EmbeddedEngine:
         look: str | None = None,
         strength: float = 1.0,
         regions: Mapping[str, float] | None = None,
+        mode: str = "natural",
     ) -> MadeUp:
         """Make up every usable face of an HxWx3 uint8 RGB selfie with a reference (a photo array or
         a prepared one) or a preset look. Strength 0 returns an identical copy."""
