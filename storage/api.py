@@ -61,6 +61,7 @@ class UserStats:
     jobs_failed: int
     jobs_last_24h: int
     last_job_at: datetime | None
+    mode: str | None = None  # None when never chosen: the configured default applies
 
 
 @dataclass(frozen=True)

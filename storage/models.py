@@ -56,6 +56,7 @@ class User(Base):
     platform: Mapped[str] = mapped_column(String(16))
     platform_user_id: Mapped[str] = mapped_column(String(64))
     strength: Mapped[int | None] = mapped_column(Integer)
+    mode: Mapped[str | None] = mapped_column(String(16))  # look mode, e.g. "full"; None: the default
     banned: Mapped[bool] = mapped_column(default=False)
     ban_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

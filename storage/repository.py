@@ -33,6 +33,7 @@ INSERTS: dict[str, Callable[[Any], postgresql.Insert | sqlite.Insert]] = {
 }
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 USER_KEY = ["platform", "platform_user_id"]
+MODE_MAX_CHARS = 16  # users.mode's width
 RETENTION_INTERVAL_S = 3600.0
 # After a read finds the database unreachable, gating reads answer their default at once for this
 # long (or until a write succeeds) instead of making every try-on wait for a connection attempt.
@@ -81,8 +82,9 @@ def _counted_jobs() -> ColumnElement[bool]:
 class Storage:
     """Open with `await Storage.open(url)`, close with `await storage.close()`.
 
-    Reads that gate a try-on (`get_strength`, `is_banned`, `count_*`) never raise on an outage: they
-    log a warning and return the default. `record_usage` never waits: records are written behind.
+    Reads that gate a try-on (`get_strength`, `get_mode`, `is_banned`, `count_*`) never raise on an
+    outage: they log a warning and return the default. `record_usage` never waits: records are
+    written behind.
     Everything else raises `StorageUnavailable` when the database cannot be reached."""
 
     def __init__(
@@ -156,6 +158,17 @@ class Storage:
             raise ValueError(f"strength must be within 0-100, got {strength}")
         async with self._transaction() as connection:
             await self._upsert_user(connection, platform, user_id, strength=strength)
+
+    async def get_mode(self, platform: str, user_id: str | int) -> str | None:
+        """The user's look mode (/mode), or None when never set or the database is unreachable."""
+        return await self._scalar_or(None, select(User.mode).where(*_is_user(platform, user_id)))
+
+    async def set_mode(self, platform: str, user_id: str | int, mode: str | None) -> None:
+        """Remember the user's look mode (the bot checks the name); None goes back to the default."""
+        if mode is not None and not 0 < len(mode) <= MODE_MAX_CHARS:
+            raise ValueError(f"mode must be 1-{MODE_MAX_CHARS} characters, got {mode!r}")
+        async with self._transaction() as connection:
+            await self._upsert_user(connection, platform, user_id, mode=mode)
 
     async def set_banned(
         self, platform: str, user_id: str | int, banned: bool, reason: str | None = None
@@ -231,14 +244,11 @@ class Storage:
     # -- statistics -------------------------------------------------------------------------------
 
     async def user_stats(self, platform: str, user_id: str | int) -> UserStats:
-        """What /stats shows: the user's strength, first contact and their jobs."""
+        """What /stats shows: the user's strength and mode, first contact and their jobs."""
         day_ago = utcnow() - timedelta(days=1)
         async with self._transaction() as connection:
-            user = (
-                await connection.execute(
-                    select(User.id, User.strength, User.created_at).where(*_is_user(platform, user_id))
-                )
-            ).one_or_none()
+            columns = select(User.id, User.strength, User.mode, User.created_at)
+            user = (await connection.execute(columns.where(*_is_user(platform, user_id)))).one_or_none()
             if user is None:
                 return UserStats(None, None, 0, 0, 0, 0, None)
             jobs = (
@@ -260,6 +270,7 @@ class Storage:
             jobs_failed=jobs[2],
             jobs_last_24h=jobs[3],
             last_job_at=jobs[4],
+            mode=user.mode,
         )
 
     async def admin_stats(self) -> AdminStats:

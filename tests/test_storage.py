@@ -14,13 +14,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateSchema
 
 from storage import Storage, StorageUnavailable, UsageRecord, UsageStatus
 from storage.api import utcnow
+from storage.migrate import alembic_config
 from storage.models import Base, Usage, User
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -81,8 +85,60 @@ async def test_models_match_the_migrations(database: Database, storage: Storage)
     engine = database.raw_engine()
     async with engine.connect() as connection:
         assert await connection.run_sync(differences) == []
-        assert await connection.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+        assert await connection.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
     await engine.dispose()
+
+
+async def test_an_existing_database_gains_the_mode_column_and_keeps_its_users(database: Database) -> None:
+    def upgrade_to(connection: Connection, revision: str) -> None:
+        if database.schema:
+            connection.execute(CreateSchema(database.schema, if_not_exists=True))
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    engine = database.raw_engine()
+    async with engine.begin() as connection:  # the schema as deployed before /mode existed
+        await connection.run_sync(upgrade_to, "0001")
+        now = utcnow()
+        await connection.execute(
+            text(
+                "INSERT INTO users (platform, platform_user_id, strength, banned, created_at, updated_at)"
+                " VALUES ('telegram', '7', 35, false, :now, :now)"
+            ),
+            {"now": now},
+        )
+    await engine.dispose()
+
+    storage = await database.open()  # migrates to the newest schema at start-up
+    assert await storage.get_strength("telegram", 7) == 35
+    assert await storage.get_mode("telegram", 7) is None
+    await storage.set_mode("telegram", 7, "full")
+    assert (await storage.get_mode("telegram", 7), await storage.get_strength("telegram", 7)) == ("full", 35)
+    await storage.close()
+
+
+async def test_mode_persists_beside_strength(database: Database) -> None:
+    first = await database.open()
+    assert await first.get_mode("telegram", 7) is None
+    await first.set_mode("telegram", 7, "full")
+    await first.set_strength("telegram", 7, 40)  # one preference never resets the other
+    await first.set_mode("discord", 7, "natural")  # same id on another platform is another user
+    await first.close()
+
+    second = await database.open()
+    assert await second.get_mode("telegram", "7") == "full"
+    assert await second.get_mode("discord", 7) == "natural"
+    stats = await second.user_stats("telegram", 7)
+    assert (stats.mode, stats.strength) == ("full", 40)
+    await second.set_mode("telegram", 7, None)
+    assert await second.get_mode("telegram", 7) is None
+    assert await second.get_strength("telegram", 7) == 40
+    with pytest.raises(ValueError):
+        await second.set_mode("telegram", 7, "x" * 17)
+    await second.forget_user("telegram", 7)
+    assert await second.get_mode("telegram", 7) is None
+    await second.close()
 
 
 async def test_strength_persists_across_close_and_reopen(database: Database) -> None:
@@ -136,7 +192,7 @@ async def test_usage_is_recorded_once_per_job_and_counted(database: Database, st
     assert start <= stats.first_seen <= utcnow()
     assert start <= stats.last_job_at <= utcnow()
     nobody = await storage.user_stats("telegram", 999)
-    assert (nobody.jobs_total, nobody.first_seen, nobody.strength) == (0, None, None)
+    assert (nobody.jobs_total, nobody.first_seen, nobody.strength, nobody.mode) == (0, None, None, None)
 
     admin = await storage.admin_stats()
     assert admin.users == 2
@@ -230,8 +286,9 @@ async def test_processes_starting_together_migrate_once(
     caplog.set_level(logging.INFO, logger="alembic.runtime.migration")
     try:
         storages = await asyncio.gather(*(database.open() for _ in range(4)))
-        upgrades = [r for r in caplog.records if r.getMessage().startswith("Running upgrade")]
-        assert len(upgrades) == 1, [r.getMessage() for r in upgrades]
+        upgrades = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Running upgrade")]
+        revisions = list(ScriptDirectory.from_config(alembic_config()).walk_revisions())
+        assert len(upgrades) == len(set(upgrades)) == len(revisions), upgrades  # each migration ran once
         for n, storage in enumerate(storages):
             await storage.set_strength("telegram", n, n)
         assert [await storages[0].get_strength("telegram", n) for n in range(4)] == [0, 1, 2, 3]
