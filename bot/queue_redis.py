@@ -221,6 +221,7 @@ def encode_request(request: MakeupRequest) -> dict[str, bytes | str]:
                 "strength": request.strength,
                 "regions": dict(request.regions) if request.regions is not None else None,
                 "output_format": request.output_format,
+                "mode": request.mode,
             }
         ),
     }
@@ -242,6 +243,7 @@ def encode_result(result: MakeupResult) -> dict[str, Any]:
         "height": result.height,
         "faces": result.faces,
         "timings_ms": result.timings_ms,
+        "paint_left_out": result.paint_left_out,
     }
 
 
@@ -272,6 +274,8 @@ def decode_outcome(outcome: dict[str, Any]) -> MakeupResult:
         height=outcome["height"],
         faces=outcome["faces"],
         timings_ms=outcome["timings_ms"],
+        # Absent in answers from workers older than look modes.
+        paint_left_out=outcome.get("paint_left_out", False),
     )
 
 

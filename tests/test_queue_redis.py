@@ -25,8 +25,18 @@ from redis.exceptions import RedisError
 from taskiq.kicker import AsyncKicker
 
 from bot.queue import Job, JobFailed, QueueClosed, QueueFull, Ticket, UserQueueCapReached
-from bot.queue_redis import TASK_NAME, QueueUnavailable, RedisJobQueue, RedisKeys, build_broker
-from engine.api import MakeupRequest
+from bot.queue_redis import (
+    TASK_NAME,
+    QueueUnavailable,
+    RedisJobQueue,
+    RedisKeys,
+    build_broker,
+    decode_outcome,
+    decode_request,
+    encode_request,
+    encode_result,
+)
+from engine.api import MakeupRequest, MakeupResult
 from facelab.settings import QueueSettings
 from storage import Storage
 from tests.conftest import REPO_ROOT
@@ -129,6 +139,24 @@ async def keys_left(redis: Redis, prefix: str, kind: str) -> list[bytes]:
 
 
 # -- admission: positions and caps are shared by every bot process -------------------------------------
+
+
+async def test_a_jobs_mode_and_its_results_paint_flag_survive_the_trip_through_redis(
+    redis_url: str, prefix: str
+) -> None:
+    request = MakeupRequest(b"selfie", b"ref", strength=0.4, regions={"lips": 1}, mode="full")
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.hset(f"{prefix}:input", mapping=encode_request(request))  # as the bot stores a job
+        assert decode_request(await redis.hgetall(f"{prefix}:input")) == request
+    finally:
+        await redis.aclose()
+    result = MakeupResult(b"jpeg", width=3, height=2, faces=1, timings_ms={"total": 5.0}, paint_left_out=True)
+    stored = json.loads(json.dumps(encode_result(result)))  # the result backend keeps JSON
+    assert decode_outcome(stored) == result
+    # A worker that predates look modes answers without the flag: nothing was left out that it knew of.
+    del stored["paint_left_out"]
+    assert decode_outcome(stored).paint_left_out is False
 
 
 async def test_positions_and_caps_hold_across_bot_processes(redis_url: str, prefix: str) -> None:
