@@ -10,6 +10,7 @@ Rules a user can guess, per (platform, chat, user), so people in one group never
 - an album of two photos is both at once (selfie first);
 - a photo sent as a reply to a photo uses the replied photo as the reference;
 - `/look NAME` replaces the reference with a preset look; `/reset` starts over;
+- `/mode natural|full` picks how much of the reference travels (remembered, like `/strength`);
 - a lone photo is forgotten after `bot.pending_ttl_s` seconds.
 A result's buttons re-run it from inputs kept for `bot.result_cache_s`; only its requester may use them.
 
@@ -41,7 +42,7 @@ from bot.admin import AdminCommands
 from bot.limits import Gatekeeper, Requester
 from bot.metrics import Metrics
 from bot.queue import Job, JobQueue, QueueError, Ticket
-from engine.api import MakeupRequest, MakeupResult
+from engine.api import MODES, MakeupRequest, MakeupResult
 from engine.compare import before_after
 from engine.errors import EngineError
 from engine.looks import load_looks
@@ -55,6 +56,7 @@ COMMANDS: dict[str, str] = {
     "start": "what Face Lab does and how to use it",
     "help": "how to use Face Lab",
     "strength": "how strong the makeup is, 0-100 (remembered)",
+    "mode": "natural makeup, or the full look of the reference incl. face paint (remembered)",
     "look": "use a preset look instead of a reference photo",
     "reset": "forget the photos you sent and start over",
     "stats": "your own usage",
@@ -73,6 +75,14 @@ FIRST_ACTION_AFTER_S = 1.0
 # Expired photos leave memory on timers set this much later than their deadline, so that the clock
 # which decides expiry always agrees the deadline has passed when the timer fires.
 EXPIRY_MARGIN_S = 1.0
+
+# How users read each look mode (engine.api.MODES; capitalised on buttons), and /mode's explanations.
+MODE_NAMES = {"natural": "natural look", "full": "full look"}
+MODE_HELP = {
+    "natural": "makeup on your own skin; face paint on the reference is left out.",
+    "full": "the whole look of the reference face, face paint and patterns too.",
+}
+MODE_USAGE = "The look mode is natural or full, e.g. /mode full."
 
 Role = Literal["selfie", "reference"]
 ROLE_WORDS: dict[str, Role] = {
@@ -177,6 +187,7 @@ class _Inputs:
     look: str | None
     strength: int  # 0-100
     regions: Mapping[str, float] | None = None
+    mode: str = "natural"  # one of engine.api.MODES
 
     def request(self) -> MakeupRequest:
         return MakeupRequest(
@@ -185,6 +196,7 @@ class _Inputs:
             look=self.look,
             strength=self.strength / 100,
             regions=self.regions,
+            mode=self.mode,
         )
 
 
@@ -299,17 +311,22 @@ class Core:
         *,
         look: str | None = None,
         strength: int | None = None,
+        mode: str | None = None,
     ) -> None:
         """An explicit try-on (a slash command's attachments, the web form): `selfie` with either a
-        `reference` photo or a preset `look`. `strength` (0-100) overrides the user's for this job
-        only. Leaves the user's pending photos alone."""
+        `reference` photo or a preset `look`. `strength` (0-100) and `mode` (one of
+        `engine.api.MODES`) override the user's for this job only. Leaves the user's pending photos
+        alone."""
         if (reference is None) == (look is None):
             await self._reply(origin, "Send a selfie together with either a reference photo or a look.")
             return
         if strength is not None and not 0 <= strength <= 100:
             await self._reply(origin, "Strength is a number from 0 to 100.")
             return
-        await self._submit(origin, selfie, reference=reference, look=look, strength=strength)
+        if mode is not None and mode not in MODES:
+            await self._reply(origin, MODE_USAGE)
+            return
+        await self._submit(origin, selfie, reference=reference, look=look, strength=strength, mode=mode)
 
     async def on_command(self, origin: Origin, command: str, args: str = "") -> None:
         """A command without its slash (and without any "@botname"), e.g. ("strength", "40")."""
@@ -318,6 +335,7 @@ class Core:
             "start": self._cmd_help,
             "help": self._cmd_help,
             "strength": self._cmd_strength,
+            "mode": self._cmd_mode,
             "look": self._cmd_look,
             "reset": self._cmd_reset,
             "stats": self._cmd_stats,
@@ -337,6 +355,8 @@ class Core:
         action, _, argument = data.partition(":")
         if action == "strength":
             return await self._set_strength(origin, argument)
+        if action == "mode":
+            return await self._set_mode(origin, argument)
         result = self._results.get(argument)
         if result is None or self._is_expired(result):
             kept = _minutes(self._settings.result_cache_s)
@@ -446,10 +466,13 @@ class Core:
         reference: bytes | None = None,
         look: str | None = None,
         strength: int | None = None,
+        mode: str | None = None,
     ) -> None:
         if strength is None:
             strength = await self._strength_of(origin)
-        await self._enqueue(origin, _Inputs(selfie, reference, look, strength))
+        if mode is None:
+            mode = await self._mode_of(origin)
+        await self._enqueue(origin, _Inputs(selfie, reference, look, strength, mode=mode))
 
     async def _enqueue(self, origin: Origin, inputs: _Inputs) -> None:
         """The one place a try-on is admitted: the limits first, then the queue."""
@@ -487,7 +510,7 @@ class Core:
             origin,
             result.image,
             caption=_describe(inputs, result),
-            buttons=self._result_buttons(origin, result_id),
+            buttons=self._result_buttons(origin, result_id, inputs, result),
         )
 
     async def _show_progress(self, origin: Origin, ticket: Ticket) -> None:
@@ -521,13 +544,20 @@ class Core:
         )
         return result_id
 
-    def _result_buttons(self, origin: Origin, result_id: str) -> list[Button]:
+    def _result_buttons(
+        self, origin: Origin, result_id: str, inputs: _Inputs, result: MakeupResult
+    ) -> list[Button]:
         buttons = [
             Button("Stronger", f"more:{result_id}"),
             Button("Softer", f"less:{result_id}"),
             Button("Lips only", f"lips:{result_id}"),
             Button("Before / after", f"compare:{result_id}"),
         ]
+        if inputs.reference is not None:  # a preset look is the same in either mode
+            other = _other_mode(inputs.mode)
+            switch = Button(MODE_NAMES[other].capitalize(), f"{other}:{result_id}")
+            # The paint left out is what the user most likely wants next: its button comes first.
+            buttons.insert(0 if result.paint_left_out else len(buttons), switch)
         if self._messenger(origin).compresses_images:
             buttons.append(Button("Full resolution", f"file:{result_id}"))
         return buttons
@@ -544,6 +574,11 @@ class Core:
         if action == "lips":
             await self._enqueue(origin, replace(inputs, regions={"lips": 1.0}))
             return "Putting on the lips only…"
+        if action in MODES and inputs.reference is not None:
+            if action == inputs.mode:
+                return f"This result is already the {MODE_NAMES[action]}."
+            await self._enqueue(origin, replace(inputs, mode=action))
+            return f"Trying the {MODE_NAMES[action]}…"
         if action == "file":
             await self._send_image(origin, result.image, caption="Full resolution", as_file=True)
             return "Sending the full-resolution file…"
@@ -558,7 +593,10 @@ class Core:
     # -- commands -------------------------------------------------------------------------------------
 
     async def _cmd_help(self, origin: Origin, args: str) -> None:
-        await self._reply(origin, HELP_TEXT.format(default=self._settings.default_strength))
+        settings = self._settings
+        await self._reply(
+            origin, HELP_TEXT.format(default=settings.default_strength, mode=settings.default_mode)
+        )
 
     async def _cmd_strength(self, origin: Origin, args: str) -> None:
         if args:
@@ -569,6 +607,17 @@ class Core:
             origin,
             f"Your makeup strength is {current} (0 = none, 100 = full). Pick one or send /strength N.",
             buttons=[Button(str(value), f"strength:{value}") for value in STRENGTH_CHOICES],
+        )
+
+    async def _cmd_mode(self, origin: Origin, args: str) -> None:
+        if args:
+            await self._reply(origin, await self._set_mode(origin, args))
+            return
+        current = await self._mode_of(origin)
+        await self._reply(
+            origin,
+            f"Your look mode is {current}: {MODE_HELP[current]} Pick one or send /mode natural|full.",
+            buttons=[Button(MODE_NAMES[mode].capitalize(), f"mode:{mode}") for mode in MODES],
         )
 
     async def _cmd_look(self, origin: Origin, args: str) -> None:
@@ -603,6 +652,7 @@ class Core:
             f"Try-ons: {stats.jobs_total} ({stats.jobs_ok} done, {stats.jobs_failed} failed), "
             f"{stats.jobs_last_24h} in the last 24 hours.",
             f"Strength: {strength}.",
+            f"Look mode: {stats.mode if stats.mode in MODES else self._settings.default_mode}.",
         ]
         if stats.first_seen is not None:
             lines.append(f"First seen: {stats.first_seen:%Y-%m-%d}.")
@@ -654,6 +704,23 @@ class Core:
         except StorageUnavailable:
             return "I can't save your strength right now. Please try again later."
         return f"Strength set to {value}. It applies to your next try-on."
+
+    # -- look mode ------------------------------------------------------------------------------------
+
+    async def _mode_of(self, origin: Origin) -> str:
+        stored = await self._storage.get_mode(origin.platform, origin.user_id)
+        return stored if stored in MODES else self._settings.default_mode
+
+    async def _set_mode(self, origin: Origin, raw: str) -> str:
+        """Store a mode typed or pressed by the user; returns what to tell them."""
+        mode = raw.strip().lower()
+        if mode not in MODES:
+            return MODE_USAGE
+        try:
+            await self._storage.set_mode(origin.platform, origin.user_id, mode)
+        except StorageUnavailable:
+            return "I can't save your look mode right now. Please try again later."
+        return f"Look mode set to {mode}: {MODE_HELP[mode]} It applies to your next try-on."
 
     # -- plumbing -------------------------------------------------------------------------------------
 
@@ -788,6 +855,8 @@ You can also send both as an album (selfie first), caption a photo "me" or "ref"
 or reply with your selfie to someone's photo to borrow their makeup.
 
 /strength N  how strong the makeup is, 0-100 (yours is remembered; default {default})
+/mode M      natural (makeup on your own skin) or full (the reference's whole look, face paint \
+too; yours is remembered; default {mode})
 /look NAME   a preset look instead of a reference photo (/look lists them)
 /reset       forget the photos you sent and start over
 /stats       your usage
@@ -797,9 +866,9 @@ or reply with your selfie to someone's photo to borrow their makeup.
 PRIVACY_TEXT = """What Face Lab keeps:
 - Your photos and results: in memory only, never on disk. Unpaired photos are dropped after \
 {pending}; a result's inputs stay {results} so its buttons work, then they are dropped too.
-- In the database: your platform user id ({user}) and preferred strength (and a ban, if an operator \
-sets one), and for each try-on its time, chat id and type, outcome, error kind and timings. Never an \
-image. Try-on records are deleted {retention}.
+- In the database: your platform user id ({user}), preferred strength and look mode (and a ban, if an \
+operator sets one), and for each try-on its time, chat id and type, outcome, error kind and timings. \
+Never an image. Try-on records are deleted {retention}.
 - In the logs: job ids, outcomes and timings; a user id only where the operator needs it (a ban, a \
 refused operator command, a record the database could not take). Never an image.
 /forget deletes all of it at once."""
@@ -832,11 +901,23 @@ def _parse_strength(raw: str) -> int | None:
 def _describe(inputs: _Inputs, result: MakeupResult) -> str:
     parts = [f"Look: {inputs.look}" if inputs.look else "Makeup from your reference"]
     parts.append(f"strength {inputs.strength}")
+    if inputs.reference is not None and inputs.mode != "natural":
+        parts.append(MODE_NAMES[inputs.mode])
     if inputs.regions is not None:
         parts.append("lips only")
     if result.faces > 1:
         parts.append(f"{result.faces} faces")
-    return ", ".join(parts) + "."
+    caption = ", ".join(parts) + "."
+    if result.paint_left_out:
+        caption += (
+            "\nYour reference wears face paint that natural mode leaves out. Press “Full look” to "
+            "put it on too, or send /mode full to always get the whole look."
+        )
+    return caption
+
+
+def _other_mode(mode: str) -> str:
+    return next(other for other in MODES if other != mode)
 
 
 def _job_log_fields(record: UsageRecord) -> dict[str, Any]:

@@ -73,6 +73,8 @@ class DatabaseSettings(BaseModel):
 
 class BotSettings(BaseModel):
     default_strength: int = Field(default=70, ge=0, le=100)
+    # Look mode for users who never set /mode (engine.api.MODES).
+    default_mode: Literal["natural", "full"] = "natural"
     pending_ttl_s: float = 600.0
     result_cache_s: float = 300.0
     # A user is told their place in the queue once their job has waited this long without starting;

@@ -20,10 +20,11 @@ from PIL import Image
 
 from bot.core import Core, Origin
 from bot.engine_process import EngineProcess
-from bot.queue import LocalJobQueue
+from bot.queue import JobRunner, LocalJobQueue
 from facelab.settings import BotSettings, QueueSettings, Settings
 from storage import Storage
 from tests.conftest import face_path
+from tests.paint_spotter import PaintSpotter
 from tests.recording_messenger import RecordingMessenger
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -33,6 +34,7 @@ SELFIE_2 = "elegant_source_01.png"  # 361x361
 REFERENCE = "psgan_ref_01.png"  # 361x361
 REFERENCE_2 = "sm_ref_03.jpg"  # 768x768
 NO_FACE = "dlib_source_02.jpg"
+PAINTED = "sm_ref_01.jpg"  # a Joker: white base, red mouth, painted eyes
 
 
 def photo(name: str) -> bytes:
@@ -86,16 +88,22 @@ async def start_bot(
     storage: Storage,
     *,
     announce_wait_s: float = 3.0,
+    default_mode: str = "natural",
+    runner: JobRunner | None = None,
     **queue: int,
 ) -> Bot:
     settings = Settings(
         bot=BotSettings(
-            default_strength=70, pending_ttl_s=600, result_cache_s=300, announce_wait_s=announce_wait_s
+            default_strength=70,
+            default_mode=default_mode,  # type: ignore[arg-type]
+            pending_ttl_s=600,
+            result_cache_s=300,
+            announce_wait_s=announce_wait_s,
         ),
         queue=QueueSettings(**{"max_size": 100, "per_user": 2, **queue}),
     )
     job_queue = LocalJobQueue(
-        engine_process, max_size=settings.queue.max_size, per_user=settings.queue.per_user
+        runner or engine_process, max_size=settings.queue.max_size, per_user=settings.queue.per_user
     )
     await job_queue.start()
     clock = Clock()
@@ -145,6 +153,7 @@ async def test_first_photo_is_the_selfie_and_the_second_the_reference(bot: Bot) 
         "Softer",
         "Lips only",
         "Before / after",
+        "Full look",
         "Full resolution",
     ]
 
@@ -385,7 +394,7 @@ async def test_stats_count_jobs_and_forget_deletes_everything(
 async def test_result_buttons_rerun_for_the_requester_only(bot: Bot) -> None:
     await bot.core.on_pair(user("ann", chat="g", message="7"), photo(SELFIE), photo(REFERENCE))
     [first] = await bot.messenger.wait_for_images(1)
-    more, less, lips, compare, full = (b.data for b in first.buttons)
+    more, less, lips, compare, _switch, full = (b.data for b in first.buttons)
 
     presser = user("bob", chat="g", message="r1")
     assert await bot.core.on_button(presser, more) == (
@@ -418,6 +427,114 @@ async def test_result_buttons_rerun_for_the_requester_only(bot: Bot) -> None:
 
     bot.clock.now += 301  # bot.result_cache_s is 300
     assert (await bot.core.on_button(ann, less)).startswith("This result has expired")
+
+
+# -- look mode ----------------------------------------------------------------------------------------
+
+
+async def test_mode_is_remembered_and_carried_by_every_job(
+    engine_process: EngineProcess, storage: Storage
+) -> None:
+    spotter = PaintSpotter(engine_process, photo(PAINTED))
+    bot = await start_bot(engine_process, storage, runner=spotter)
+    try:
+        await bot.core.on_command(user("ann"), "mode")
+        sent = bot.messenger.sent[-1]
+        assert sent.text.startswith("Your look mode is natural: makeup on your own skin")
+        assert [b.label for b in sent.buttons] == ["Natural look", "Full look"]
+        assert await bot.core.on_button(user("ann"), sent.buttons[1].data) == (
+            "Look mode set to full: the whole look of the reference face, face paint and patterns "
+            "too. It applies to your next try-on."
+        )
+        for bad in ("paint", "natural!"):
+            await bot.core.on_command(user("bob"), "mode", bad)
+            assert bot.messenger.texts()[-1] == "The look mode is natural or full, e.g. /mode full."
+        assert await storage.get_mode("test", "bob") is None
+
+        await bot.core.on_photo(user("ann"), photo(SELFIE))
+        await bot.core.on_photo(user("ann"), photo(REFERENCE))
+        [result] = await bot.messenger.wait_for_images(1)
+        assert result.text == "Makeup from your reference, strength 70, full look."
+        assert [b.label for b in result.buttons][-2:] == ["Natural look", "Full resolution"]
+        # One try-on in the other mode leaves the remembered one alone; a preset look has no switch.
+        await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE), mode="natural")
+        await bot.core.on_pair(user("ann"), photo(SELFIE), look="red_lips")
+        await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE), mode="paint")
+        assert bot.messenger.texts()[-1] == "The look mode is natural or full, e.g. /mode full."
+        results = await bot.messenger.wait_for_images(3)
+        assert [r.text for r in results[1:]] == [
+            "Makeup from your reference, strength 70.",
+            "Look: red_lips, strength 70.",
+        ]
+        assert "Natural look" not in [b.label for b in results[2].buttons]
+        assert spotter.modes == ["full", "natural", "full"]
+
+        await bot.core.on_command(user("ann"), "stats")
+        assert "Look mode: full." in bot.messenger.texts()[-1]
+        await bot.core.on_command(user("ann"), "help")
+        assert "/mode" in bot.messenger.texts()[-1]
+    finally:
+        await stop_bot(bot)
+
+
+async def test_the_configured_default_mode_applies_until_a_user_chooses(
+    engine_process: EngineProcess, storage: Storage
+) -> None:
+    spotter = PaintSpotter(engine_process, photo(PAINTED))
+    bot = await start_bot(engine_process, storage, default_mode="full", runner=spotter)
+    try:
+        await bot.core.on_command(user("ann"), "mode")
+        assert bot.messenger.texts()[-1].startswith("Your look mode is full")
+        await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
+        await bot.messenger.wait_for_images(1)
+        await bot.core.on_command(user("ann"), "mode", "Natural")
+        await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
+        await bot.messenger.wait_for_images(2)
+        assert spotter.modes == ["full", "natural"]
+    finally:
+        await stop_bot(bot)
+
+
+async def test_paint_left_out_is_said_and_the_full_look_offered_first(
+    engine_process: EngineProcess, storage: Storage
+) -> None:
+    spotter = PaintSpotter(engine_process, photo(PAINTED))
+    bot = await start_bot(engine_process, storage, runner=spotter)
+    try:
+        await bot.core.on_pair(user("ann", message="1"), photo(SELFIE), photo(PAINTED))
+        [natural] = await bot.messenger.wait_for_images(1)
+        assert natural.text == (
+            "Makeup from your reference, strength 70.\nYour reference wears face paint that natural "
+            "mode leaves out. Press “Full look” to put it on too, or send /mode full to always get "
+            "the whole look."
+        )
+        assert [b.label for b in natural.buttons] == [
+            "Full look",
+            "Stronger",
+            "Softer",
+            "Lips only",
+            "Before / after",
+            "Full resolution",
+        ]
+        switch = natural.buttons[0].data
+        assert await bot.core.on_button(user("bob", message="2"), switch) == (
+            "Only the person who asked for this result can use its buttons."
+        )
+        assert await bot.core.on_button(user("ann", message="2"), switch) == "Trying the full look…"
+        full = (await bot.messenger.wait_for_images(2))[-1]
+        assert full.text == "Makeup from your reference, strength 70, full look."
+        assert full.reply_to == "2"
+        assert full.buttons[0].label == "Stronger"  # nothing left out: no nudge
+        assert spotter.modes == ["natural", "full"]
+        assert await bot.storage.get_mode("test", "ann") is None  # the button is for this result only
+
+        # Its buttons keep the mode: "Stronger" on the full look is a stronger full look.
+        assert await bot.core.on_button(user("ann"), full.buttons[0].data) == "Making it stronger (90)…"
+        stronger = (await bot.messenger.wait_for_images(3))[-1]
+        assert stronger.text == "Makeup from your reference, strength 90, full look."
+        assert spotter.modes[-1] == "full"
+    finally:
+        await stop_bot(bot)
 
 
 # -- the queue as users see it ------------------------------------------------------------------------
