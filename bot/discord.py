@@ -1,7 +1,8 @@
 """Discord adapter (discord.py 2.x): slash commands, a message flow and result buttons, translated to
 and from the platform-neutral `bot.core.Core`.
 
-- Slash commands: `/makeup selfie reference [strength]`, `/look`, `/strength`, `/reset`, `/stats`,
+- Slash commands: `/makeup selfie reference [strength] [mode]`, `/look`, `/strength`, `/mode`,
+  `/reset`, `/stats`,
   `/forget`, `/privacy`, `/help`. Every interaction is deferred first (Discord allows 3 s), then
   answered with follow-ups, which stay possible for the token's 15 minutes; after that, or if a
   follow-up is refused, the answer goes to the channel as an ordinary message that mentions the user.
@@ -24,7 +25,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
@@ -380,6 +381,7 @@ def _without_mentions(message: discord.Message) -> str:
 # -- slash commands ---------------------------------------------------------------------------------
 
 Interaction = discord.Interaction[FaceLabClient]
+LookMode = Literal["natural", "full"]  # engine.api.MODES, offered as choices
 
 
 async def _command(interaction: Interaction, name: str, args: str = "") -> None:
@@ -394,19 +396,21 @@ async def _command(interaction: Interaction, name: str, args: str = "") -> None:
     selfie="a photo of your face",
     reference="a photo of a face wearing the makeup you want",
     strength="0-100, for this try-on only (default: yours, see /strength)",
+    mode="natural or full, for this try-on only (default: yours, see /mode)",
 )
 async def makeup(
     interaction: Interaction,
     selfie: discord.Attachment,
     reference: discord.Attachment,
     strength: app_commands.Range[int, 0, 100] | None = None,
+    mode: LookMode | None = None,
 ) -> None:
     await interaction.response.defer(thinking=True)
     client = interaction.client
     origin = client.messenger.origin_for_interaction(interaction)
     images = await client.download(origin, [selfie, reference])
     if images is not None:
-        await client.core.on_pair(origin, images[0], images[1], strength=strength)
+        await client.core.on_pair(origin, images[0], images[1], strength=strength, mode=mode)
 
 
 @app_commands.command(description=COMMANDS["look"])
@@ -437,6 +441,12 @@ async def strength(interaction: Interaction, value: app_commands.Range[int, 0, 1
     await _command(interaction, "strength", "" if value is None else str(value))
 
 
+@app_commands.command(name="mode", description=COMMANDS["mode"])
+@app_commands.describe(value="natural: makeup on your own skin; full: face paint too. Leave out to see yours")
+async def mode_command(interaction: Interaction, value: LookMode | None = None) -> None:
+    await _command(interaction, "mode", value or "")
+
+
 @app_commands.command(description=OPERATOR_COMMANDS["admin"])
 @app_commands.describe(action="stats, ban ID [reason] or unban ID")
 @app_commands.default_permissions()  # hidden from server members; the core checks access.admins anyway
@@ -455,6 +465,7 @@ _COMMANDS: list[app_commands.Command[Any, ..., None]] = [
     makeup,
     look,
     strength,
+    mode_command,
     *(_plain_command(name) for name in ("reset", "stats", "forget", "privacy", "help")),
     admin,
 ]

@@ -238,7 +238,8 @@ class WebPlayground:
         return response
 
     async def _tryon(self, request: web.Request) -> web.Response:
-        """A selfie with a reference photo or a look, and a strength: queued, answered on the stream."""
+        """A selfie with a reference photo or a look, a strength and a look mode: queued, answered on
+        the stream."""
         try:
             form = await request.post()
         except web.HTTPRequestEntityTooLarge:
@@ -255,12 +256,15 @@ class WebPlayground:
             strength = int(str(form.get("strength", "")))
         except ValueError:
             strength = None
+        mode = str(form.get("mode") or "") or None  # the "Full look" toggle; the core checks it
         # The page names its try-ons, so it knows each result's selfie before the answer can arrive.
         tryon = str(form.get("tryon", ""))
         if not TRYON_ID.fullmatch(tryon):
             tryon = secrets.token_urlsafe(9)
         origin = self._origin(request, tryon)
-        await self._core.on_pair(origin, selfie, None if look else reference, look=look, strength=strength)
+        await self._core.on_pair(
+            origin, selfie, None if look else reference, look=look, strength=strength, mode=mode
+        )
         return web.json_response({"tryon": tryon}, status=202)
 
     async def _button(self, request: web.Request) -> web.Response:

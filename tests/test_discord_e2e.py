@@ -27,14 +27,15 @@ from facelab.settings import Settings
 from storage import Storage
 from tests.conftest import face_path
 from tests.fake_discord import ATTACHMENT_SIZE_LIMIT, Call, FakeDiscord, FakeInteraction
+from tests.paint_spotter import PaintSpotter
 
-SELFIE, REFERENCE, NO_FACE = "sm_source_01.jpg", "sm_ref_01.jpg", "dlib_source_02.jpg"
+SELFIE, REFERENCE, NO_FACE = "sm_source_01.jpg", "sm_ref_01.jpg", "dlib_source_02.jpg"  # a Joker
 
 
 class GatedRunner:
-    """The real engine process behind a gate the test can close, to hold the queue busy."""
+    """The real engine behind a gate the test can close, to hold the queue busy."""
 
-    def __init__(self, engine: EngineProcess) -> None:
+    def __init__(self, engine: PaintSpotter) -> None:
         self.engine = engine
         self.gate = asyncio.Event()
         self.gate.set()
@@ -93,7 +94,7 @@ async def stack(fake: FakeDiscord, engine: EngineProcess, tmp_path: Path) -> Asy
         discord={"token": "fake-token", "sync_commands": True},
     )
     storage = await Storage.open(settings.database.url)
-    runner = GatedRunner(engine)
+    runner = GatedRunner(PaintSpotter(engine, photo(REFERENCE)))  # the Joker wears face paint
     queue = LocalJobQueue(runner, max_size=10, per_user=2)
     await queue.start()
     core = Core(settings, queue, storage)
@@ -131,13 +132,18 @@ async def test_start_declares_only_needed_intents_and_publishes_commands_on_dema
     assert fake.identify is not None
     assert fake.identify["intents"] == discord_intents(message_content=True).value
     names = {c["name"] for c in fake.commands}
-    assert names == {"makeup", "look", "strength", "reset", "stats", "forget", "privacy", "help", "admin"}
+    assert names == {
+        *("makeup", "look", "strength", "mode", "reset", "stats", "forget", "privacy", "help", "admin")
+    }
     makeup = next(c for c in fake.commands if c["name"] == "makeup")
     assert [(o["name"], o["type"]) for o in makeup["options"]] == [
         ("selfie", 11),
         ("reference", 11),
         ("strength", 4),
+        ("mode", 3),
     ]
+    mode = next(c for c in fake.commands if c["name"] == "mode")
+    assert [c["value"] for c in mode["options"][0]["choices"]] == ["natural", "full"]
 
 
 async def test_admin_command_is_hidden_from_members_and_gated_by_admin_ids(stack: Stack) -> None:
@@ -162,7 +168,7 @@ async def test_makeup_command_defers_then_follows_up_with_the_result_and_buttons
     [(filename, image)] = result.files
     assert filename == "facelab.jpg"
     assert_made_up(image, SELFIE)
-    assert set(custom_ids(result)) == {"Stronger", "Softer", "Lips only", "Before / after"}
+    assert set(custom_ids(result)) == {"Full look", "Stronger", "Softer", "Lips only", "Before / after"}
     assert all(cid.startswith("facelab:") for cid in custom_ids(result).values())
 
 
@@ -186,6 +192,42 @@ async def test_result_buttons_work_for_the_requester_only(stack: Stack) -> None:
     assert_made_up(rerun.files[0][1], SELFIE)
     assert rerun.files[0][1] != result.files[0][1]
     assert not any(c.files for c in followups(fake, by_bob))
+
+
+async def test_mode_command_and_the_full_look_button(stack: Stack) -> None:
+    fake, spotter = stack.fake, stack.runner.engine
+    alice = fake.user("alice")
+    asked = await fake.invoke_command(
+        alice, fake.guild_channel, "makeup", selfie=upload(fake, SELFIE), reference=upload(fake, REFERENCE)
+    )
+    natural = await fake.wait_for_reply(asked)
+    assert "face paint that natural mode leaves out" in natural.json["content"]
+    assert next(iter(custom_ids(natural))) == "Full look"  # offered first
+
+    pressed = await fake.press_button(alice, natural.reply, custom_ids(natural)["Full look"])
+    await followup_text(fake, pressed, "Trying the full look")
+    full = await fake.wait_for(lambda c: c in followups(fake, pressed) and c.files != [])
+    assert full.json["content"] == "Makeup from your reference, strength 70, full look."
+    assert_made_up(full.files[0][1], SELFIE)
+    assert "Natural look" in custom_ids(full)
+
+    menu = await fake.invoke_command(alice, fake.guild_channel, "mode")
+    shown = await followup_text(fake, menu, "Your look mode is natural")
+    assert shown.json["flags"] & 64  # ephemeral, like /strength
+    chose = await fake.press_button(alice, shown.reply, custom_ids(shown)["Full look"])
+    await followup_text(fake, chose, "Look mode set to full")
+    said = await fake.invoke_command(alice, fake.guild_channel, "mode", value="natural")
+    await followup_text(fake, said, "Look mode set to natural")
+    once = await fake.invoke_command(
+        alice,
+        fake.guild_channel,
+        "makeup",
+        selfie=upload(fake, SELFIE),
+        reference=upload(fake, REFERENCE),
+        mode="full",
+    )
+    await fake.wait_for(lambda c: c in followups(fake, once) and c.files != [])
+    assert spotter.modes == ["natural", "full", "full"]
 
 
 async def test_two_images_in_a_server_message_and_a_reply_with_an_image(stack: Stack) -> None:

@@ -31,6 +31,7 @@ from facelab.logs import REDACTED
 from facelab.settings import DatabaseSettings, QueueSettings, Settings, TelegramSettings
 from tests.conftest import face_path
 from tests.fake_telegram import TOKEN, ApiCall, Chat, FakeTelegram, User
+from tests.paint_spotter import PaintSpotter
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -48,7 +49,8 @@ REFERENCE = "elegant_ref_02.png"
 NO_FACE = "dlib_source_02.jpg"
 CODE_BITS = 6
 BLOCK = 14  # px per code bit: big enough to survive JPEG in the result
-RESULT_BUTTONS = ["more", "less", "lips", "compare", "file"]
+RESULT_BUTTONS = ["more", "less", "lips", "compare", "full", "file"]
+PAINTED = "sm_ref_01.jpg"  # a Joker
 ALICE, BOB = User(501, "Alice", "alice"), User(502, "Bob")
 GROUP = Chat(-100777, "supergroup", "Makeup club")
 
@@ -240,6 +242,48 @@ async def test_strength_is_remembered_across_a_bot_restart(
         fake.send_photo(BOB, chat, photo_file(REFERENCE))
         result = await fake.next_call("sendPhoto", chat.id)
     assert "strength 40" in result.params["caption"]
+
+
+async def test_mode_command_and_the_full_look_button(
+    fake: FakeTelegram, tmp_path: Path, engine: EngineProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    painted = photo_file(PAINTED)
+    spotter = PaintSpotter(engine, painted)
+
+    @contextlib.asynccontextmanager
+    async def queue_spotting_paint(settings: Settings) -> AsyncIterator[JobQueue]:
+        yield LocalJobQueue(spotter, max_size=settings.queue.max_size, per_user=settings.queue.per_user)
+
+    monkeypatch.setitem(serve_command.QUEUES, "local", queue_spotting_paint)
+    chat = dm(ALICE)
+    async with serving(settings_for(fake, tmp_path), fake):
+        assert "mode" in [c["command"] for c in fake.calls_to("setMyCommands")[-1].params["commands"]]
+        fake.send_photo(ALICE, chat, selfie(3))
+        assert "Got your selfie" in (await fake.next_call("sendMessage", chat.id)).params["text"]
+        fake.send_photo(ALICE, chat, painted)
+        natural = await fake.next_call("sendPhoto", chat.id)
+        assert "face paint that natural mode leaves out" in natural.params["caption"]
+        assert natural.button_data()[0].startswith("full:")  # the full look is offered first
+
+        fake.press_button(ALICE, natural.result, natural.button_data()[0])
+        assert (await fake.next_call("answerCallbackQuery")).params["text"] == "Trying the full look…"
+        full = await fake.next_call("sendPhoto", chat.id)
+        assert full.params["caption"] == "Makeup from your reference, strength 70, full look."
+        assert read_code(full.upload("photo")) == 3
+        assert [data.split(":")[0] for data in full.button_data()][-2:] == ["natural", "file"]
+
+        fake.send_text(ALICE, chat, "/mode")
+        menu = await fake.next_call("sendMessage", chat.id)
+        assert menu.params["text"].startswith("Your look mode is natural")  # the button changed one result
+        assert menu.button_data() == ["mode:natural", "mode:full"]
+        fake.press_button(ALICE, menu.result, "mode:full")
+        assert "Look mode set to full" in (await fake.next_call("answerCallbackQuery")).params["text"]
+        fake.send_photo(ALICE, chat, selfie(4))
+        assert "Got your selfie" in (await fake.next_call("sendMessage", chat.id)).params["text"]
+        fake.send_photo(ALICE, chat, painted)
+        remembered = await fake.next_call("sendPhoto", chat.id)
+        assert remembered.params["caption"] == "Makeup from your reference, strength 70, full look."
+    assert spotter.modes == ["natural", "full", "full"]
 
 
 async def test_group_with_privacy_mode_keeps_two_interleaving_users_apart(

@@ -25,6 +25,7 @@ from facelab.commands.serve import ADAPTERS, Adapter, serve
 from facelab.settings import Settings
 from storage import Storage
 from tests.conftest import REPO_ROOT, face_path
+from tests.paint_spotter import PaintSpotter
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -37,6 +38,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = REPO_ROOT / "artifacts"
 SELFIE, REFERENCE, NO_FACE = "sm_source_02.jpg", "elegant_ref_02.png", "dlib_source_02.jpg"
+PAINTED = "sm_ref_01.jpg"  # a Joker
 
 
 def require_chromium() -> Path:
@@ -49,15 +51,22 @@ def require_chromium() -> Path:
 
 
 @pytest.fixture
-async def playground(tmp_path: Path) -> AsyncIterator[WebPlayground]:
+async def spotter() -> AsyncIterator[PaintSpotter]:
+    """The real engine process, reporting the Joker's paint as the engine contract says."""
+    engine = EngineProcess(Settings().engine)
+    await engine.start()
+    yield PaintSpotter(engine, face_path(PAINTED).read_bytes())
+    await engine.close()
+
+
+@pytest.fixture
+async def playground(tmp_path: Path, spotter: PaintSpotter) -> AsyncIterator[WebPlayground]:
     settings = Settings(
         database={"url": f"sqlite+aiosqlite:///{tmp_path / 'facelab.db'}"},
         web={"host": "127.0.0.1", "port": 0},
     )
     storage = await Storage.open(settings.database.url)
-    engine = EngineProcess(settings.engine)
-    await engine.start()
-    queue = LocalJobQueue(engine, max_size=10, per_user=2)
+    queue = LocalJobQueue(spotter, max_size=10, per_user=2)
     await queue.start()
     core = Core(settings, queue, storage)
     web = WebPlayground(settings, core)
@@ -68,7 +77,6 @@ async def playground(tmp_path: Path) -> AsyncIterator[WebPlayground]:
         await queue.close(drain_timeout_s=5)
         await core.close()
         await web.stop()
-        await engine.close()
         await storage.close()
 
 
@@ -138,6 +146,33 @@ async def test_result_buttons_and_a_photo_without_a_face(playground: WebPlaygrou
         await page.locator("li.result .caption").nth(1).inner_text()
         == "Look: red_lips, strength 70, lips only."
     )
+
+
+async def test_the_full_look_toggle_and_button(
+    playground: WebPlayground, browser: object, spotter: PaintSpotter
+) -> None:
+    page = await browser.new_page(viewport={"width": 960, "height": 1200})  # type: ignore[attr-defined]
+    await page.goto(playground.url)
+    await page.set_input_files("#selfie", face_path(SELFIE))
+    await page.set_input_files("#reference", face_path(PAINTED))
+    await page.click("#submit")
+    first = page.locator("li.result").nth(0)
+    await first.wait_for(timeout=60_000)
+    assert "face paint that natural mode leaves out" in await first.locator(".caption").inner_text()
+    assert await first.locator(".actions button").first.inner_text() == "Full look"
+
+    await first.locator(".actions button", has_text="Full look").click()
+    pressed = page.locator("li.result").nth(1).locator(".caption")
+    await pressed.wait_for(timeout=60_000)
+    assert await pressed.inner_text() == "Makeup from your reference, strength 70, full look."
+
+    await page.check("#full-look")
+    await page.click("#submit")
+    toggled = page.locator("li.result").nth(2).locator(".caption")
+    await toggled.wait_for(timeout=60_000)
+    assert await toggled.inner_text() == "Makeup from your reference, strength 70, full look."
+    assert await page.locator("li.user").last.inner_text() == "strength 70, full look"
+    assert spotter.modes == ["natural", "full", "full"]
 
 
 async def test_results_are_private_to_their_session(playground: WebPlayground) -> None:

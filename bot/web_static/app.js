@@ -8,6 +8,7 @@ const submit = document.getElementById("submit");
 const lookSelect = document.getElementById("look");
 const strength = document.getElementById("strength");
 const strengthValue = document.getElementById("strength-value");
+const fullLook = document.getElementById("full-look");
 const resultTemplate = document.getElementById("result-template");
 const slots = { selfie: document.getElementById("selfie-slot"), reference: document.getElementById("reference-slot") };
 const chosen = { selfie: null, reference: null };
@@ -141,7 +142,7 @@ function userBubble() {
     figure.append(image);
   }
   const note = document.createElement("span");
-  note.textContent = `strength ${strength.value}`;
+  note.textContent = `strength ${strength.value}${fullLook.checked ? ", full look" : ""}`;
   figure.append(note);
   addBubble("user", figure);
 }
@@ -153,6 +154,7 @@ async function tryOn(event) {
   if (lookSelect.value) body.append("look", lookSelect.value);
   else body.append("reference", chosen.reference, chosen.reference.name);
   body.append("strength", strength.value);
+  body.append("mode", fullLook.checked ? "full" : "natural");
   const tryon = crypto.randomUUID();
   body.append("tryon", tryon);
   selfieOf.set(tryon, URL.createObjectURL(chosen.selfie));
