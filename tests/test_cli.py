@@ -3,13 +3,50 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import numpy as np
+import pytest
 
+from engine.api import MakeupEngine, MakeupRequest, MakeupResult
+from engine.backends import create_engine
 from engine.images import load_image
 from facelab.cli import main
+from facelab.commands import apply, batch
+from facelab.settings import EngineSettings
 from tests.conftest import face_path
 from tests.engine_helpers import LIMITS
+
+PAINTED = "sm_ref_01.jpg"  # a Joker
+
+
+class PaintSpottingEngine:
+    """The configured engine, reporting paint the way the engine contract says (paint_left_out on a
+    natural-mode try-on whose reference wears paint): here, the Joker. Notes each request's mode."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self._engine = create_engine(settings)
+        self.modes: list[str] = []
+
+    def apply(self, request: MakeupRequest) -> MakeupResult:
+        self.modes.append(request.mode)
+        result = self._engine.apply(request)
+        painted = request.reference == face_path(PAINTED).read_bytes() and request.mode == "natural"
+        return replace(result, paint_left_out=painted)
+
+
+@pytest.fixture
+def spotter(monkeypatch: pytest.MonkeyPatch) -> list[PaintSpottingEngine]:
+    """The engines `apply` and `batch` build, once they have built them."""
+    built: list[PaintSpottingEngine] = []
+
+    def build(settings: EngineSettings) -> MakeupEngine:
+        built.append(PaintSpottingEngine(settings))
+        return built[-1]
+
+    monkeypatch.setattr(apply, "create_engine", build)
+    monkeypatch.setattr(batch, "create_engine", build)
+    return built
 
 
 def read(path) -> np.ndarray:
@@ -75,6 +112,44 @@ def test_bad_inputs_fail_with_one_line(tmp_path, capsys):
     for argv, expected in cases:
         assert main(argv) == 1, argv
         assert expected in one_line_error(capsys), argv
+
+
+def test_apply_mode_reaches_the_engine_and_paint_left_out_is_said(tmp_path, capsys, spotter):
+    selfie, painted = str(face_path("sm_source_02.jpg")), str(face_path(PAINTED))
+    assert main(["apply", selfie, painted, "-o", str(tmp_path / "natural.jpg")]) == 0
+    assert "natural mode leaves out; --mode full carries it" in capsys.readouterr().out
+    assert main(["apply", selfie, painted, "-o", str(tmp_path / "full.jpg"), "--mode", "full"]) == 0
+    assert "leaves out" not in capsys.readouterr().out
+    assert [engine.modes for engine in spotter] == [["natural"], ["full"]]
+    with pytest.raises(SystemExit) as refused:
+        main(["apply", selfie, painted, "-o", str(tmp_path / "x.jpg"), "--mode", "paint"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'paint'" in capsys.readouterr().err
+
+
+def test_batch_takes_the_mode_from_its_column_or_the_option(tmp_path, faces_dir, spotter):
+    pairs = tmp_path / "pairs.csv"
+    selfie, painted = faces_dir / "source/shmt_source_01.jpg", faces_dir / f"reference/{PAINTED}"
+    with pairs.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["selfie", "reference", "strength", "output", "mode"])
+        writer.writerow([selfie, painted, "", "default.jpg", ""])
+        writer.writerow([selfie, painted, "", "natural.jpg", "Natural"])
+        writer.writerow([selfie, painted, "", "full.jpg", "full"])
+        writer.writerow([selfie, painted, "", "bad.jpg", "paint"])
+    out_dir = tmp_path / "out"
+    assert main(["batch", str(pairs), "--out-dir", str(out_dir), "--mode", "full"]) == 1  # the bad row
+    with (out_dir / "report.csv").open(newline="") as f:
+        report = list(csv.DictReader(f))
+    assert [(row["mode"], row["paint_left_out"]) for row in report] == [
+        ("full", "0"),
+        ("natural", "1"),
+        ("full", "0"),
+        ("paint", ""),
+    ]
+    assert report[3]["error"] == "mode must be one of natural, full, got 'paint'"
+    [engine] = spotter
+    assert engine.modes == ["full", "natural", "full"]
 
 
 def test_batch_runs_every_row_and_reports_errors(tmp_path, faces_dir):

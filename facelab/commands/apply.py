@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.api import REGIONS, MakeupEngine, MakeupRequest, MakeupResult
+from engine.api import MODES, REGIONS, MakeupEngine, MakeupRequest, MakeupResult
 from engine.backends import EngineUnavailableError, create_engine
 from engine.compare import before_after
 from engine.errors import EngineError
@@ -14,6 +14,7 @@ from engine.looks import load_looks
 from facelab.settings import EngineSettings, load_settings
 
 LOOK_PREFIX = "look:"  # a reference written as look:NAME means a preset look
+PAINT_LEFT_OUT = "note: the reference wears face paint that natural mode leaves out; --mode full carries it"
 OUTPUT_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
 
@@ -28,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--look", help=f"preset look instead of a reference: {', '.join(load_looks())}")
     parser.add_argument("--strength", type=float, default=1.0, help="0 = unchanged, 1 = full makeup")
     parser.add_argument("--regions", help=f"comma-separated subset of {','.join(REGIONS)} (default: all)")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="natural",
+        help="natural: makeup on the selfie's own skin; full: the reference's whole look, face paint too",
+    )
     parser.add_argument("--compare", action="store_true", help="also write OUTPUT_compare: before | after")
 
 
@@ -38,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
         reference = LOOK_PREFIX + args.look if args.look else args.reference
         settings = engine_settings(args)
         engine = create_engine(settings)
+        regions = parse_regions(args.regions)
         result = make_up_files(
-            engine, args.selfie, reference, args.strength, parse_regions(args.regions), args.output
+            engine, args.selfie, reference, args.strength, regions, args.output, mode=args.mode
         )
         if args.compare:
             write_comparison(settings, args.selfie, result, args.output)
@@ -47,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {args.output} ({result.width}x{result.height}, {result.faces} face(s))")
+    if result.paint_left_out:
+        print(PAINT_LEFT_OUT)
     return 0
 
 
@@ -74,6 +84,8 @@ def make_up_files(
     strength: float,
     regions: dict[str, float] | None,
     output: Path,
+    *,
+    mode: str = "natural",
 ) -> MakeupResult:
     """Make up one selfie file with a reference file (or `look:NAME`) and write the result."""
     fmt = OUTPUT_FORMATS.get(output.suffix.lower())
@@ -81,6 +93,8 @@ def make_up_files(
         raise CommandError(f"output must end in one of {', '.join(OUTPUT_FORMATS)}: {output}")
     if not 0.0 <= strength <= 1.0:
         raise CommandError(f"strength must be between 0 and 1, got {strength}")
+    if mode not in MODES:
+        raise CommandError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     look = reference.removeprefix(LOOK_PREFIX) if reference.startswith(LOOK_PREFIX) else None
     request = MakeupRequest(
         selfie=read_file(selfie),
@@ -89,6 +103,7 @@ def make_up_files(
         strength=strength,
         regions=regions,
         output_format=fmt,
+        mode=mode,
     )
     result = engine.apply(request)
     write_file(output, result.image)

@@ -11,23 +11,24 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.api import MakeupEngine
+from engine.api import MODES, MakeupEngine
 from engine.backends import EngineUnavailableError, create_engine
 from engine.errors import EngineError
 from facelab.commands.apply import LOOK_PREFIX, CommandError, engine_settings, make_up_files
 
-COLUMNS = ("selfie", "reference", "strength", "output")
-REPORT_COLUMNS = (*COLUMNS, "faces", "ms", "error")
+COLUMNS = ("selfie", "reference", "strength", "output", "mode")
+REPORT_COLUMNS = (*COLUMNS, "faces", "paint_left_out", "ms", "error")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "pairs",
         type=Path,
-        help="CSV with columns selfie,reference,strength,output (reference may be look:NAME; "
-        "relative paths are relative to the CSV file)",
+        help="CSV with columns selfie,reference,strength,output[,mode] (reference may be look:NAME; "
+        "relative paths are relative to the CSV file; an empty mode takes --mode)",
     )
     parser.add_argument("--out-dir", type=Path, required=True, help="where outputs and report.csv go")
+    parser.add_argument("--mode", choices=MODES, default="natural", help="look mode of rows without one")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     base = args.pairs.parent
     report = []
     for number, row in enumerate(tqdm(rows, desc="making up", unit="pair"), start=1):
-        report.append(run_row(engine, row, number, base, args.out_dir))
+        report.append(run_row(engine, row, number, base, args.out_dir, default_mode=args.mode))
     report_path = args.out_dir / "report.csv"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with report_path.open("w", newline="") as f:
@@ -66,18 +67,36 @@ def read_pairs(path: Path) -> list[dict[str, str]]:
         raise CommandError(f"cannot read {path}: {error}") from error
 
 
-def run_row(engine: MakeupEngine, row: dict[str, str], number: int, base: Path, out_dir: Path) -> dict:
+def run_row(
+    engine: MakeupEngine,
+    row: dict[str, str],
+    number: int,
+    base: Path,
+    out_dir: Path,
+    *,
+    default_mode: str = "natural",
+) -> dict:
     """One pair; any failure becomes the row's error text instead of stopping the batch."""
     output = out_dir / (row["output"] or f"{number:04d}_{Path(row['selfie']).stem}.jpg")
-    outcome: dict = {**row, "output": str(output), "faces": "", "ms": "", "error": ""}
+    mode = row["mode"].lower() or default_mode
+    outcome: dict = {
+        **row,
+        "output": str(output),
+        "mode": mode,
+        "faces": "",
+        "paint_left_out": "",
+        "ms": "",
+        "error": "",
+    }
     start = time.perf_counter()
     try:
         strength = float(row["strength"]) if row["strength"] else 1.0
         reference = row["reference"]
         if not reference.startswith(LOOK_PREFIX):
             reference = str(base / reference)
-        result = make_up_files(engine, base / row["selfie"], reference, strength, None, output)
+        result = make_up_files(engine, base / row["selfie"], reference, strength, None, output, mode=mode)
         outcome["faces"] = result.faces
+        outcome["paint_left_out"] = int(result.paint_left_out)
     except ValueError as error:
         outcome["error"] = f"bad value: {error}"
     except EngineError as error:
