@@ -575,8 +575,6 @@ class Core:
             await self._enqueue(origin, replace(inputs, regions={"lips": 1.0}))
             return "Putting on the lips only…"
         if action in MODES and inputs.reference is not None:
-            if action == inputs.mode:
-                return f"This result is already the {MODE_NAMES[action]}."
             await self._enqueue(origin, replace(inputs, mode=action))
             return f"Trying the {MODE_NAMES[action]}…"
         if action == "file":

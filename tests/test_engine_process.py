@@ -31,6 +31,7 @@ BUG = b"raise a bug"
 THREADS = b"report threads"
 NAP = b"nap"  # sleeps NAP_S, then answers with when it began and ended (time.monotonic, system-wide)
 NAP_S = 0.5
+ECHO_MODE = b"echo the mode"  # answers with the request's mode, and paint left out in natural mode
 
 
 class MisbehavingEngine:
@@ -46,6 +47,9 @@ class MisbehavingEngine:
             raise ValueError("a bug in the engine")
         if request.selfie == THREADS:
             return MakeupResult(image=str(cv2.getNumThreads()).encode(), width=0, height=0, faces=0)
+        if request.selfie == ECHO_MODE:
+            painted = request.mode == "natural"
+            return MakeupResult(request.mode.encode(), width=0, height=0, faces=0, paint_left_out=painted)
         if request.selfie == NAP:
             began = time.monotonic()
             time.sleep(NAP_S)
@@ -119,6 +123,12 @@ async def test_results_and_refusals_cross_the_process_boundary(engine: EnginePro
     assert refused.value.role == "selfie"
     assert refused.value.user_message
     assert engine.restarts == 0
+
+
+async def test_the_look_mode_reaches_the_engine_and_paint_left_out_comes_back(engine: EngineProcess) -> None:
+    for mode, left_out in (("full", False), ("natural", True)):
+        result = await engine.run(MakeupRequest(selfie=ECHO_MODE, reference=b"ref", mode=mode))
+        assert (result.image, result.paint_left_out) == (mode.encode(), left_out)
 
 
 async def test_the_engine_goes_on_to_the_next_job_while_the_bot_is_busy(engine: EngineProcess) -> None:
