@@ -365,6 +365,23 @@ class Core:
             return "Only the person who asked for this result can use its buttons."
         return await self._result_action(origin, action, result)
 
+    def jobs_in_flight(self, person: tuple[str, str]) -> int:
+        """The person's try-ons queued or running now (their answers not sent yet)."""
+        return sum(1 for owner in self._in_flight.values() if owner == person)
+
+    async def preferred_strength(self, origin: Origin) -> int:
+        """The strength the person's next try-on gets: theirs, or the configured default."""
+        return await self._strength_of(origin)
+
+    async def set_strength(self, origin: Origin, value: int) -> bool:
+        """Remember the person's strength (0-100) without a chat message; False when the database
+        cannot take it."""
+        try:
+            await self._storage.set_strength(origin.platform, origin.user_id, value)
+        except StorageUnavailable:
+            return False
+        return True
+
     async def close(self, timeout_s: float = 30.0) -> None:
         """Wait (up to `timeout_s`) until every result or failure notice has been sent. Call it
         after `queue.close()`, which settles every job, and before stopping the adapters."""
@@ -697,9 +714,7 @@ class Core:
         value = _parse_strength(raw)
         if value is None:
             return "Strength is a number from 0 to 100, e.g. /strength 60."
-        try:
-            await self._storage.set_strength(origin.platform, origin.user_id, value)
-        except StorageUnavailable:
+        if not await self.set_strength(origin, value):
             return "I can't save your strength right now. Please try again later."
         return f"Strength set to {value}. It applies to your next try-on."
 

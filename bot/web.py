@@ -2,12 +2,14 @@
 token and as a live demo. It is an adapter like Telegram's and Discord's: photos and button presses
 go to the same `bot.core.Core` and queue, and the core's answers come back through `WebMessenger`.
 
-Each browser gets a session cookie; its chat id and user id are the session id. The page posts a
-selfie with a reference photo (or a preset look) to `/api/tryon`, and reads the core's answers from
-one Server-Sent Events stream (`/api/events`). Each try-on gets an id that its answers carry, so the
-page knows which of its selfies is the "before" of a result. Results stay in memory, a few per
-session, served to that session only (`/api/images/NAME`). It binds to loopback by default: there
-are no accounts.
+Each browser gets a session cookie; its chat id and user id are the session id. The page has each
+chosen photo previewed by the server (`/api/preview`: any format the engine reads, HEIC included),
+posts a selfie with a reference photo (or a preset look) to `/api/tryon`, and reads the
+conversation from one Server-Sent Events stream (`/api/events`). Each try-on gets an id that its
+answers carry, so the page knows which selfie is the "before" of a result. The session keeps its
+conversation (numbered events, replayed to a reloaded page or after a reconnect's `Last-Event-ID`)
+and its images (previews and results, in memory, a few per session, served to that session only at
+`/api/images/NAME`). It binds to loopback by default: there are no accounts.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from bot.core import Button, Core, Origin
+from engine.errors import ImageError, Role
 from facelab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,10 +39,28 @@ log = logging.getLogger(__name__)
 PLATFORM = "web"
 STATIC_DIR = Path(__file__).with_name("web_static")
 COOKIE = "facelab_session"
-IMAGES_PER_SESSION = 12  # results kept for the page and downloads; older ones are dropped
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{24}")  # what `secrets.token_urlsafe(18)` makes
+IMAGES_PER_SESSION = 24  # previews and results kept for the page; older ones are dropped
+EVENTS_PER_SESSION = 200  # the conversation a reloaded page gets back
 SESSION_IDLE_S = 3600.0
 TRYON_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 KEEPALIVE_S = 15.0  # comment lines on the event stream so proxies and browsers keep it open
+PREVIEWS_AT_ONCE = 2  # decoding a 40-megapixel photo takes ~200 MB; bound what the bot process holds
+
+Event = tuple[str, dict[str, Any]]  # (kind, data)
+
+
+@dataclass(eq=False)  # each open stream is its own: hashed by identity
+class _Stream:
+    """One open `/api/events` response: where its events go, and how to tell it has gone."""
+
+    inbox: asyncio.Queue[Event | None]  # None: stop, the connection is closed
+    request: web.Request
+
+    @property
+    def closed(self) -> bool:
+        transport = self.request.transport
+        return transport is None or transport.is_closing()
 
 
 @dataclass
@@ -47,8 +68,14 @@ class Session:
     id: str
     last_seen: float
     images: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
-    listeners: set[asyncio.Queue[tuple[str, dict[str, Any]]]] = field(default_factory=set)
-    backlog: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # events nobody saw yet
+    # The conversation so far, numbered: every stream replays what its page has not seen, so an
+    # answer published while no live stream listened (or to one closing) still arrives.
+    history: list[tuple[int, Event]] = field(default_factory=list)
+    last_event_id: int = 0
+    # Event ids are "<epoch>-<number>": a page that saw events of an earlier session (before a
+    # restart) gets all of this one's, not only those numbered above what it saw.
+    epoch: str = field(default_factory=lambda: secrets.token_hex(4))
+    streams: set[_Stream] = field(default_factory=set)
 
     def keep_image(self, data: bytes) -> str:
         name = secrets.token_urlsafe(9)
@@ -57,11 +84,32 @@ class Session:
             self.images.popitem(last=False)
         return name
 
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
-        if not self.listeners:
-            self.backlog.append((kind, data))
-        for listener in self.listeners:
-            listener.put_nowait((kind, data))
+    def publish(self, kind: str, data: dict[str, Any], *, keep: bool = True) -> None:
+        """Send an event to the open streams; `keep` it in the conversation unless it is a passing
+        state (work in progress) that a reloaded page must not see again."""
+        if keep:
+            self.last_event_id += 1
+            self.history.append((self.last_event_id, (kind, data)))
+            del self.history[:-EVENTS_PER_SESSION]
+            data = {**data, "id": f"{self.epoch}-{self.last_event_id}"}
+        for stream in list(self.streams):
+            if stream.closed:  # its page is gone; the conversation keeps the event for the next one
+                self.streams.discard(stream)
+                stream.inbox.put_nowait(None)
+            else:
+                stream.inbox.put_nowait((kind, data))
+
+    def events_after(self, last_event_id: str) -> list[Event]:
+        """The kept events a page has not seen, given the id of the last one it saw ("" for none)."""
+        epoch, _, number = last_event_id.partition("-")
+        seen = int(number) if epoch == self.epoch and number.isdigit() else 0
+        return [(kind, {**data, "id": f"{self.epoch}-{n}"}) for n, (kind, data) in self.history if n > seen]
+
+    def forget(self) -> None:
+        """Drop the conversation and every image, and tell open pages to clear theirs."""
+        self.images.clear()
+        self.history.clear()
+        self.publish("reset", {}, keep=False)
 
 
 SESSION = web.RequestKey("session", Session)
@@ -69,20 +117,23 @@ SESSION = web.RequestKey("session", Session)
 
 class WebMessenger:
     """The core's way to answer in the playground (`bot.core.Messenger`): events on the session's
-    stream. `reply_to` is the id of the try-on the answer is about."""
+    stream. `reply_to` is the id of the try-on the answer is about. After each answer a `state`
+    event says whether the session still has try-ons running (`busy`), so the page knows when its
+    button may start another."""
 
     platform = PLATFORM
     compresses_images = False
 
-    def __init__(self) -> None:
+    def __init__(self, busy: Callable[[str], bool]) -> None:
         self.sessions: dict[str, Session] = {}
+        self._busy = busy
 
     async def send_text(
         self, chat_id: str, text: str, *, reply_to: str | None = None, buttons: Sequence[Button] = ()
     ) -> None:
-        self._session(chat_id).publish(
-            "message", {"text": text, "buttons": _buttons(buttons), "tryon": reply_to}
-        )
+        session = self._session(chat_id)
+        session.publish("message", {"text": text, "buttons": _buttons(buttons), "tryon": reply_to})
+        self.publish_state(session)
 
     async def send_image(
         self,
@@ -106,9 +157,16 @@ class WebMessenger:
                 "tryon": reply_to,
             },
         )
+        self.publish_state(session)
 
     async def send_action(self, chat_id: str) -> None:
-        self._session(chat_id).publish("working", {})
+        self._session(chat_id).publish("working", {}, keep=False)
+
+    def publish_state(self, session: Session) -> None:
+        session.publish("state", self.state(session), keep=False)
+
+    def state(self, session: Session) -> dict[str, Any]:
+        return {"busy": self._busy(session.id)}
 
     def _session(self, session_id: str) -> Session:
         session = self.sessions.get(session_id)
@@ -117,14 +175,16 @@ class WebMessenger:
         return session
 
     def session_for(self, request: web.Request) -> Session:
-        """The request's session, created (and old idle ones dropped) when it has none."""
+        """The request's session, created (and old idle ones dropped) when it has none. A cookie
+        from before a restart keeps its id, so the person's stored strength stays theirs."""
         now = time.monotonic()
-        session = self.sessions.get(request.cookies.get(COOKIE, ""))
+        cookie = request.cookies.get(COOKIE, "")
+        session = self.sessions.get(cookie)
         if session is None:
             for stale in [s for s, v in self.sessions.items() if now - v.last_seen > SESSION_IDLE_S]:
                 del self.sessions[stale]
-            session = Session(secrets.token_urlsafe(18), now)
-            self.sessions[session.id] = session
+            session_id = cookie if SESSION_ID.fullmatch(cookie) else secrets.token_urlsafe(18)
+            session = self.sessions[session_id] = Session(session_id, now)
         session.last_seen = now
         return session
 
@@ -138,11 +198,15 @@ class WebPlayground:
 
     def __init__(self, settings: Settings, core: Core) -> None:
         self._settings = settings.web
+        self._engine_settings = settings.engine
+        self._bot_settings = settings.bot
+        self._retention_days = settings.database.retention_days
         self._core = core
-        self.messenger = WebMessenger()
+        self.messenger = WebMessenger(lambda session_id: core.jobs_in_flight((PLATFORM, session_id)) > 0)
         core.add_messenger(self.messenger)
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
+        self._previews = asyncio.Semaphore(PREVIEWS_AT_ONCE)
         # Two photos per try-on, each up to the engine's limit, plus the form's overhead.
         self._max_request = 2 * settings.engine.max_bytes + 64 * 1024
         self.url = ""
@@ -167,7 +231,10 @@ class WebPlayground:
         app.router.add_get("/", self._index)
         app.router.add_static("/static/", STATIC_DIR)
         app.router.add_get("/api/looks", self._looks)
+        app.router.add_get("/api/settings", self._get_settings)
+        app.router.add_post("/api/strength", self._strength)
         app.router.add_get("/api/events", self._events)
+        app.router.add_post("/api/preview", self._preview)
         app.router.add_post("/api/tryon", self._tryon)
         app.router.add_post("/api/button", self._button)
         app.router.add_post("/api/command", self._command)
@@ -206,21 +273,42 @@ class WebPlayground:
 
         return web.json_response({"looks": sorted(load_looks())})
 
+    async def _get_settings(self, request: web.Request) -> web.Response:
+        """What the page starts from: the person's remembered strength and the upload limit."""
+        return web.json_response(
+            {
+                "strength": await self._core.preferred_strength(self._origin(request)),
+                "max_bytes": self._engine_settings.max_bytes,
+            }
+        )
+
+    async def _strength(self, request: web.Request) -> web.Response:
+        """The strength slider was moved: remember it, as /strength does in the chats."""
+        value = (await _json(request)).get("strength")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
+            return web.json_response({"error": "Strength is a number from 0 to 100."}, status=400)
+        if not await self._core.set_strength(self._origin(request), value):
+            error = "I can't save your strength right now; it still applies to your next try-on."
+            return web.json_response({"error": error}, status=503)
+        return web.json_response({"strength": value})
+
     async def _events(self, request: web.Request) -> web.StreamResponse:
+        """The session's conversation as Server-Sent Events: what the page has not seen yet (all of
+        it for a new page, what followed `Last-Event-ID` for a reconnecting one), then live."""
         session = _session_of(request)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-        for event in session.backlog:
-            inbox.put_nowait(event)
-        session.backlog.clear()
-        session.listeners.add(inbox)
+        stream = _Stream(asyncio.Queue(), request)
+        for missed in session.events_after(request.headers.get("Last-Event-ID", "")):
+            stream.inbox.put_nowait(missed)
+        stream.inbox.put_nowait(("state", self.messenger.state(session)))
+        session.streams.add(stream)
         closing = asyncio.create_task(self._closing.wait())
         try:
             while not self._closing.is_set():
-                getting = asyncio.create_task(inbox.get())
+                getting = asyncio.create_task(stream.inbox.get())
                 done, _ = await asyncio.wait(
                     {getting, closing}, timeout=KEEPALIVE_S, return_when="FIRST_COMPLETED"
                 )
@@ -228,23 +316,47 @@ class WebPlayground:
                     getting.cancel()
                     await response.write(b": keep-alive\n\n")
                     continue
-                kind, data = getting.result()
-                await response.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+                event = getting.result()
+                if event is None:
+                    break
+                await response.write(_sse(*event))
         except (ConnectionResetError, asyncio.CancelledError):
-            pass  # the page was closed or reloaded
+            pass  # the page was closed or reloaded; the conversation keeps what it missed
         finally:
             closing.cancel()
-            session.listeners.discard(inbox)
+            session.streams.discard(stream)
         return response
+
+    async def _preview(self, request: web.Request) -> web.Response:
+        """A chosen photo, checked by the engine's gate and returned as a JPEG any browser shows
+        (kept in the session for the conversation); or what is wrong with it, for its slot."""
+        form = await self._form(request)
+        if isinstance(form, web.Response):
+            return form
+        role: Role = "reference" if form.get("role") == "reference" else "selfie"
+        photo = _upload(form.get("photo"))
+        if not photo:
+            subject = "Your selfie" if role == "selfie" else "The reference photo"
+            return web.json_response(
+                {"error": f"{subject} is an empty file (0 bytes). Please choose the photo again."},
+                status=422,
+            )
+        from engine.compare import preview  # on demand: it loads the image libraries
+
+        async with self._previews:
+            try:
+                jpeg = await asyncio.to_thread(preview, photo, self._engine_settings, role)
+            except ImageError as error:
+                return web.json_response({"error": error.user_message, "kind": error.kind}, status=422)
+        name = _session_of(request).keep_image(jpeg)
+        return web.json_response({"name": name, "image": f"api/images/{name}"})
 
     async def _tryon(self, request: web.Request) -> web.Response:
         """A selfie with a reference photo or a look, a strength and a look mode: queued, answered on
         the stream."""
-        try:
-            form = await request.post()
-        except web.HTTPRequestEntityTooLarge:
-            mb = self._max_request // (2 * 1024 * 1024)
-            return web.json_response({"error": f"Photos can be up to {mb} MB each."}, status=413)
+        form = await self._form(request)
+        if isinstance(form, web.Response):
+            return form
         selfie = _upload(form.get("selfie"))
         reference = _upload(form.get("reference"))
         look = str(form.get("look") or "") or None
@@ -261,24 +373,52 @@ class WebPlayground:
         tryon = str(form.get("tryon", ""))
         if not TRYON_ID.fullmatch(tryon):
             tryon = secrets.token_urlsafe(9)
-        origin = self._origin(request, tryon)
-        await self._core.on_pair(
-            origin, selfie, None if look else reference, look=look, strength=strength, mode=mode
+        session = _session_of(request)
+        session.publish(
+            "user",
+            {
+                "tryon": tryon,
+                "selfie": _image_url(session, form.get("selfie_preview")),
+                "reference": None if look else _image_url(session, form.get("reference_preview")),
+                "look": look,
+                "strength": strength,
+                "mode": mode,
+            },
         )
+        await self._core.on_pair(
+            self._origin(request, tryon),
+            selfie,
+            None if look else reference,
+            look=look,
+            strength=strength,
+            mode=mode,
+        )
+        self.messenger.publish_state(session)
         return web.json_response({"tryon": tryon}, status=202)
 
     async def _button(self, request: web.Request) -> web.Response:
         body = await _json(request)
         tryon = str(body.get("tryon") or "") or None
         notice = await self._core.on_button(self._origin(request, tryon), str(body.get("data", "")))
-        _session_of(request).publish("message", {"text": notice, "buttons": [], "tryon": tryon})
+        session = _session_of(request)
+        session.publish("message", {"text": notice, "buttons": [], "tryon": tryon})
+        self.messenger.publish_state(session)
         return web.json_response({}, status=202)
 
     async def _command(self, request: web.Request) -> web.Response:
-        body = await _json(request)
-        await self._core.on_command(
-            self._origin(request), str(body.get("command", "")), str(body.get("args", ""))
-        )
+        """The page's Help, Privacy and "Delete my data" buttons (texts written for the page; the
+        core's speak of chat commands the page has no box for)."""
+        command = str((await _json(request)).get("command", ""))
+        session = _session_of(request)
+        if command == "help":
+            session.publish("message", {"text": self._help_text(), "buttons": [], "tryon": None})
+        elif command == "privacy":
+            session.publish("message", {"text": self._privacy_text(), "buttons": [], "tryon": None})
+        elif command == "forget":
+            session.forget()  # this page's images and conversation; the core forgets the rest
+            await self._core.on_command(self._origin(request), "forget")
+        else:
+            raise web.HTTPBadRequest(text=f"unknown command {command!r}")
         return web.json_response({}, status=202)
 
     async def _image(self, request: web.Request) -> web.Response:
@@ -286,12 +426,66 @@ class WebPlayground:
         if data is None:
             raise web.HTTPNotFound(text="This image has expired; try again.")
         return web.Response(
-            body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+            body=data,
+            content_type="image/jpeg",
+            headers={"Cache-Control": "no-store"},  # deleted data must not live on in the browser
         )
+
+    async def _form(self, request: web.Request) -> Any:
+        """The posted form, or the answer to a post over the size limit."""
+        try:
+            return await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            mb = self._max_request // (2 * 1024 * 1024)
+            return web.json_response({"error": f"Photos can be up to {mb} MB each."}, status=413)
+
+    def _help_text(self) -> str:
+        mb = self._engine_settings.max_bytes // (1024 * 1024)
+        megapixels = self._engine_settings.max_pixels // 1_000_000
+        return WEB_HELP_TEXT.format(mb=mb, megapixels=megapixels)
+
+    def _privacy_text(self) -> str:
+        days = self._retention_days
+        results = max(1, round(self._bot_settings.result_cache_s / 60))
+        return WEB_PRIVACY_TEXT.format(
+            images=IMAGES_PER_SESSION,
+            idle=round(SESSION_IDLE_S / 60),
+            results=f"{results} minute{'s' if results > 1 else ''}",
+            retention=f"after {days} days" if days else "only when you delete your data",
+        )
+
+
+WEB_HELP_TEXT = """Face Lab puts the makeup of any photo on your selfie.
+
+1. Drop or choose your selfie in the left box.
+2. Drop or choose a photo of a face wearing the makeup you like in the right box, or pick a preset look.
+3. Set the strength (remembered for your next visit) and press “Try it on”.
+
+Drag the line across the result to compare before and after (or focus it and use the arrow keys). \
+Stronger, Softer and Lips only try again with the same photos; Download saves the result.
+Photos: JPEG, PNG, WebP, HEIC, AVIF, GIF or BMP, up to {mb} MB and {megapixels} megapixels."""
+
+WEB_PRIVACY_TEXT = """What this page keeps:
+- Your photos, their previews and your results: in the server's memory only, never on disk, for \
+this browser only (the latest {images} images; all of them after {idle} minutes without a visit). \
+The photos of a result stay {results} so its buttons work.
+- In the database: an id for this browser and your strength, and for each try-on its time, \
+outcome, error kind and timings. Never an image. Try-on records are deleted {retention}.
+“Delete my data” deletes all of it at once."""
 
 
 def _session_of(request: web.Request) -> Session:
     return request[SESSION]
+
+
+def _sse(kind: str, data: dict[str, Any]) -> bytes:
+    event_id = f"id: {data['id']}\n" if "id" in data else ""
+    return f"{event_id}event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _image_url(session: Session, name: Any) -> str | None:
+    """The URL of one of the session's images named by the page (a preview), if it still has it."""
+    return f"api/images/{name}" if isinstance(name, str) and name in session.images else None
 
 
 def _upload(field: Any) -> bytes | None:

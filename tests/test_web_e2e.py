@@ -223,3 +223,62 @@ async def test_serve_without_a_bot_token_serves_the_playground(tmp_path: Path) -
     finally:
         stop.set()
         assert await asyncio.wait_for(server, 60) == 0
+
+
+async def _post_tryon(client: aiohttp.ClientSession, url: str) -> None:
+    form = aiohttp.FormData()
+    form.add_field("selfie", face_path(SELFIE).read_bytes(), filename="me.jpg")
+    form.add_field("reference", face_path(REFERENCE).read_bytes(), filename="ref.png")
+    async with client.post(url + "api/tryon", data=form) as accepted:
+        assert accepted.status == 202
+
+
+async def test_forget_deletes_the_result_images(playground: WebPlayground) -> None:
+    """Issue 14.5: after "I deleted everything ... and your photos" no earlier result is reachable."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        async with client.get(playground.url + "api/events") as events:
+            await _post_tryon(client, playground.url)
+            async with asyncio.timeout(60):
+                image_url = await _next_image(events)
+        async with client.get(playground.url + image_url) as before:
+            assert before.status == 200
+        async with client.post(playground.url + "api/command", json={"command": "forget"}) as forgot:
+            assert forgot.status == 202
+        async with client.get(playground.url + image_url) as after:
+            assert after.status == 404
+
+
+async def test_an_answer_waits_for_the_next_stream_after_one_closed(playground: WebPlayground) -> None:
+    """Issue 14.6: the answer to a try-on made while the page's stream was closing is not lost; a
+    stream reconnecting with Last-Event-ID gets only what it missed."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        async with client.get(playground.url + "api/events") as events:
+            await _post_tryon(client, playground.url)
+            async with asyncio.timeout(30):
+                seen = await _next_event_id(events, "user")  # the try-on itself
+        async with asyncio.timeout(60):  # the answer is published while no stream is open
+            while playground._core.held_images == 0:
+                await asyncio.sleep(0.05)
+        [session] = playground.messenger.sessions.values()
+        assert not session.streams, "a closed stream is still listening"
+        async with client.get(playground.url + "api/events", headers={"Last-Event-ID": seen}) as events:
+            async with asyncio.timeout(30):
+                first = await _next_event(events)
+        assert first[0] == "message" and first[1]["image"], "the answer was lost"
+
+
+async def _next_event(events: aiohttp.ClientResponse) -> tuple[str, dict[str, object]]:
+    kind = ""
+    async for line in events.content:
+        if line.startswith(b"event:"):
+            kind = line[6:].strip().decode()
+        elif line.startswith(b"data:"):
+            return kind, json.loads(line[5:])
+    raise AssertionError("the event stream ended")
+
+
+async def _next_event_id(events: aiohttp.ClientResponse, kind: str) -> str:
+    while True:
+        got, data = await _next_event(events)
+        if got == kind:
+            return str(data["id"])
