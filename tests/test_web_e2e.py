@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from facelab.commands.serve import ADAPTERS, Adapter, serve
 from facelab.settings import Settings
 from storage import Storage
 from tests.conftest import REPO_ROOT, face_path
+from tests.hostile_images import encode, face_rgb
 from tests.paint_spotter import PaintSpotter
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,6 +41,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = REPO_ROOT / "artifacts"
 SELFIE, REFERENCE, NO_FACE = "sm_source_02.jpg", "elegant_ref_02.png", "dlib_source_02.jpg"
 PAINTED = "sm_ref_01.jpg"  # a Joker
+DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 
 
 def require_chromium() -> Path:
@@ -223,6 +226,203 @@ async def test_serve_without_a_bot_token_serves_the_playground(tmp_path: Path) -
     finally:
         stop.set()
         assert await asyncio.wait_for(server, 60) == 0
+
+
+# -- the page people enjoy (issue 13, items 8-13) -------------------------------------------------
+
+# Where the latest result is, against the window and the sticky composer, once scrolling has stopped.
+RESULT_BOX = """async () => {
+  let y = -1;
+  while (y !== window.scrollY) { y = window.scrollY; await new Promise((r) => setTimeout(r, 150)); }
+  const result = [...document.querySelectorAll("li.result")].pop().getBoundingClientRect();
+  const composer = document.querySelector("#composer").getBoundingClientRect();
+  return { top: result.top, bottom: result.bottom, composerTop: composer.top,
+           composerHeight: composer.height, height: window.innerHeight };
+}"""
+
+# Watches the submit button: every (disabled, label) state it shows.
+WATCH_SUBMIT = """() => {
+  const submit = document.querySelector("#submit");
+  window.submitStates = [];
+  const note = () => window.submitStates.push([submit.disabled, submit.textContent]);
+  const what = { attributes: true, childList: true, characterData: true, subtree: true };
+  new MutationObserver(note).observe(submit, what);
+}"""
+
+# WCAG contrast of every visible text against what is behind it (semi-transparent layers blended);
+# disabled controls are exempt. Returns the texts under 4.5:1.
+LOW_CONTRAST = """() => {
+  const rgba = (css) => {
+    const v = css.match(/[\\d.]+/g).map(Number);
+    return [v[0], v[1], v[2], v.length > 3 ? v[3] : 1];
+  };
+  const over = (top, under) => top.slice(0, 3).map((c, i) => c * top[3] + under[i] * (1 - top[3])).concat(1);
+  const background = (element) => {
+    const layers = [];
+    for (let e = element; e; e = e.parentElement) layers.push(rgba(getComputedStyle(e).backgroundColor));
+    return layers.reverse().reduce((under, layer) => over(layer, under), [255, 255, 255, 1]);
+  };
+  const linear = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  const luminance = (c) => 0.2126 * linear(c[0]) + 0.7152 * linear(c[1]) + 0.0722 * linear(c[2]);
+  const low = [];
+  for (const element of document.querySelectorAll("body *")) {
+    const own = [...element.childNodes].some((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+    if (!own || !element.checkVisibility({ opacityProperty: true, visibilityProperty: true })) continue;
+    if (element.closest(":disabled, .disabled")) continue;
+    const back = background(element);
+    const fore = over(rgba(getComputedStyle(element).color), back);
+    const [a, b] = [luminance(fore), luminance(back)].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    if (ratio < 4.5) low.push(`${element.textContent.trim().slice(0, 30)}: ${ratio.toFixed(2)}`);
+  }
+  return low;
+}"""
+
+
+async def _choose_photos(page: object, selfie: object, reference: object) -> None:
+    await page.set_input_files("#selfie", selfie)  # type: ignore[attr-defined]
+    await page.set_input_files("#reference", reference)  # type: ignore[attr-defined]
+    for role in ("selfie", "reference"):  # previews made by the server, shown in the slots
+        await page.wait_for_function(  # type: ignore[attr-defined]
+            f"document.querySelector('#{role}-slot img').naturalWidth > 0", timeout=30_000
+        )
+
+
+@pytest.mark.parametrize(("size", "name"), [(DESKTOP, "desktop"), (PHONE, "phone")])
+async def test_one_try_on_per_click_lands_in_view_and_survives_a_reload(
+    playground: WebPlayground, browser: object, size: dict[str, int], name: str
+) -> None:
+    context = await browser.new_context(viewport=size, reduced_motion="reduce")  # type: ignore[attr-defined]
+    page = await context.new_page()
+    tryons: list[str] = []
+    page.on("request", lambda r: tryons.append(r.url) if r.url.endswith("api/tryon") else None)
+    await page.goto(playground.url)
+    await _choose_photos(page, face_path(SELFIE), face_path(REFERENCE))
+    await page.evaluate(WATCH_SUBMIT)
+    await page.dblclick("#submit")  # item 10: the second click must not start a second try-on
+    await page.wait_for_selector("li.result .compare:not(.single)", timeout=60_000)
+    await page.wait_for_selector("#submit:not([disabled])", timeout=60_000)
+    assert len(tryons) == 1
+    assert [True, "Working…"] in await page.evaluate("window.submitStates"), "no progress state shown"
+    assert await page.locator("li.user").count() == 1
+
+    # Item 8: the whole result (caption, picture, buttons) is on screen, above the sticky composer.
+    box = await page.evaluate(RESULT_BOX)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / f"web_{name}.png")
+    assert box["top"] >= 0, box
+    assert box["bottom"] <= box["composerTop"] <= box["height"], box
+    assert box["composerHeight"] <= 0.3 * box["height"], "the composer takes too much of the screen"
+
+    # Item 12: a reload shows the same conversation, the before/after slider included.
+    caption = await page.locator("li.result .caption").inner_text()
+    await page.reload()
+    await page.wait_for_selector("li.result .compare:not(.single)", timeout=30_000)
+    assert await page.locator("li.result .caption").inner_text() == caption
+    assert await page.locator("li.user img").count() == 2
+    assert await page.locator("li.result").count() == 1
+    await context.close()
+
+
+async def test_previews_for_every_format_and_errors_on_their_slot(
+    playground: WebPlayground, browser: object
+) -> None:
+    page = await browser.new_page(viewport=DESKTOP)  # type: ignore[attr-defined]
+    await page.goto(playground.url)
+    # What phones and file managers hand over: HEIC with no type, a JPEG with no extension.
+    heic = encode(Image.fromarray(face_rgb(SELFIE)), "HEIF", quality=90)
+    jpeg = encode(Image.fromarray(face_rgb(REFERENCE)), "JPEG", quality=90)
+    await _choose_photos(
+        page,
+        {"name": "IMG_0002.HEIC", "mimeType": "", "buffer": heic},
+        {"name": "photo", "mimeType": "application/octet-stream", "buffer": jpeg},
+    )
+    assert await page.locator(".slot-error:visible").count() == 0
+    await page.click("#submit")
+    await page.wait_for_selector("li.result .compare:not(.single)", timeout=60_000)
+
+    # Errors go under the photo they concern, each with its own words, all looking the same.
+    await page.set_input_files("#selfie", {"name": "me.jpg", "mimeType": "image/jpeg", "buffer": b""})
+    await page.set_input_files(
+        "#reference", {"name": "ref.jpg", "mimeType": "image/jpeg", "buffer": b"%PDF-1.4\n" + bytes(200)}
+    )
+    selfie_error, reference_error = page.locator("#selfie-error"), page.locator("#reference-error")
+    await reference_error.wait_for(state="visible", timeout=30_000)
+    assert "empty file (0 bytes)" in await selfie_error.inner_text()
+    assert "reference photo is not a photo I can read" in await reference_error.inner_text()
+    assert await page.locator("#submit").is_disabled()
+    looks = [
+        await error.evaluate("e => { const s = getComputedStyle(e); return [s.color, s.backgroundColor]; }")
+        for error in (selfie_error, reference_error)
+    ]
+    assert looks[0] == looks[1]
+    await page.evaluate("showError('x')")  # a conversation error, as a refused request shows it
+    assert looks[0] == await page.locator("#log li.error .text").evaluate(
+        "e => [getComputedStyle(e).color, getComputedStyle(e.parentElement).backgroundColor]"
+    )
+
+
+async def test_page_texts_strength_accessibility_and_delete_my_data(
+    playground: WebPlayground, browser: object
+) -> None:
+    page = await browser.new_page(viewport=DESKTOP)  # type: ignore[attr-defined]
+    await page.goto(playground.url)
+    slider = page.get_by_role("slider", name="Makeup strength")  # item 13: an accessible name
+    assert await slider.input_value() == "70"
+    assert await page.evaluate(LOW_CONTRAST) == []
+
+    # Item 9: help and privacy speak of the page's own controls, not of chat commands.
+    for button, words in (("Help", "in the left box"), ("Privacy", "What this page keeps")):
+        await page.click(f"header button:has-text('{button}')")
+        text = await page.locator("#log li.bot", has_text=words).inner_text()
+        assert not re.search(r"(^|\s)/[a-z]", text), text
+
+    # Item 9: the slider saves the strength; a new page starts from it.
+    await slider.focus()
+    saved = lambda r: r.url.endswith("api/strength") and r.request.post_data_json == {"strength": 40}  # noqa: E731
+    async with page.expect_response(saved):
+        for _ in range(6):
+            await page.keyboard.press("ArrowLeft")
+    await page.reload()
+    assert await page.get_by_role("slider", name="Makeup strength").input_value() == "40"
+
+    # Item 13: focus shows on the photo slots.
+    for _ in range(10):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.id") == "selfie":
+            break
+    outline = await page.locator("#selfie-slot").evaluate("e => getComputedStyle(e).outlineStyle")
+    assert outline != "none"
+
+    # A look: the menu names it as the result's caption does.
+    await page.set_input_files("#selfie", face_path(SELFIE))
+    await page.wait_for_function("document.querySelector('#selfie-slot img').naturalWidth > 0")
+    await page.select_option("#look", "red_lips")
+    menu_name = await page.locator("#look option:checked").inner_text()
+    await page.click("#submit")
+    await page.wait_for_selector("li.result .compare:not(.single)", timeout=60_000)
+    assert f"Look: {menu_name}, strength 40" in await page.locator("li.result .caption").inner_text()
+    assert await page.evaluate(LOW_CONTRAST) == []
+
+    # Item 13: the before/after line moves 5 % per arrow key, and shows focus.
+    split = page.locator("li.result .split")
+    await split.focus()
+    compare = page.locator("li.result .compare")
+    assert await compare.evaluate("e => getComputedStyle(e).outlineStyle") != "none"
+    await page.keyboard.press("ArrowLeft")
+    assert await split.input_value() == "45"
+    await page.keyboard.press("ArrowRight")
+    await page.keyboard.press("ArrowRight")
+    assert await split.input_value() == "55"
+
+    # Item 9 and issue 14.5: "Delete my data" deletes the result images too, and clears the page.
+    image = await page.locator("li.result img.after").get_attribute("src")
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click("#forget")
+    await page.locator("#log li.bot", has_text="I deleted everything").wait_for(timeout=30_000)
+    assert await page.locator("li.result, li.user").count() == 0
+    assert await page.evaluate(f"fetch('{image}', {{ cache: 'no-store' }}).then((r) => r.status)") == 404
+    assert await page.get_by_role("slider", name="Makeup strength").input_value() == "70"
 
 
 async def _post_tryon(client: aiohttp.ClientSession, url: str) -> None:
