@@ -27,10 +27,10 @@ import torch
 from engine.diffusion.engine import DiffusionEngine
 from engine.diffusion.layout import ModelLayout
 from engine.diffusion.pipeline import StableMakeupPipeline
-from engine.diffusion.tiny import write_tiny_models
 from engine.embedded import EmbeddedEngine
 from engine.images import load_image
 from facelab.settings import DiffusionSettings, EngineSettings
+from tests.diffusion_models import write_tiny_models
 
 REPO = Path(__file__).resolve().parent.parent
 FACES = Path(os.environ.get("FACELAB_FACES_DIR", REPO.parent / "shared" / "data" / "faces"))
