@@ -17,13 +17,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from engine.api import MakeupRequest
 from engine.backends import EngineUnavailableError, create_engine
-from engine.diffusion.engine import DiffusionEngine, square_box
+from engine.diffusion.engine import DiffusionEngine, guidance_for, square_box
 from engine.diffusion.layout import ModelLayout
 from engine.diffusion.loading import CheckpointError
 from engine.diffusion.pipeline import StableMakeupPipeline
@@ -31,11 +32,12 @@ from engine.diffusion.structure import BLUE, CYAN, LIME, MAGENTA, draw_structure
 from engine.embedded import EmbeddedEngine
 from engine.faces import Face
 from engine.images import load_image
+from engine.regions import FACE_OVAL, LEFT_EYE, RIGHT_EYE
 from facelab.cli import main as facelab_main
 from facelab.settings import DiffusionSettings, EngineSettings
 from tests.conftest import REPO_ROOT, face_path
 from tests.diffusion_models import write_tiny_models
-from tests.engine_helpers import LIMITS, backend, faces, photo
+from tests.engine_helpers import LIMITS, backend, faces, mask, photo
 
 SIZE = 64
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -350,6 +352,124 @@ def test_diffusion_engine_strength_zero_returns_the_selfie(diffusion_engine: Dif
     selfie = photo("sm_source_01.jpg")
     made_up = diffusion_engine.apply_array(selfie, photo("sm_ref_01.jpg"), strength=0.0)
     assert np.array_equal(made_up.image, selfie)
+
+
+def _request(mode: str, **overrides: object) -> MakeupRequest:
+    fields: dict[str, object] = {
+        "selfie": face_path("sm_source_01.jpg").read_bytes(),
+        "reference": face_path("sm_ref_01.jpg").read_bytes(),
+        "strength": 1.0,
+        "output_format": "PNG",
+        "mode": mode,
+    }
+    fields.update(overrides)
+    return MakeupRequest(**fields)  # type: ignore[arg-type]
+
+
+def _polygon(face: Face, shape: tuple[int, ...], indices: tuple[int, ...]) -> np.ndarray:
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(face.landmarks[list(indices)]).astype(np.int32)], (1,))
+    return mask.astype(bool)
+
+
+def _high_pass(image: np.ndarray) -> np.ndarray:
+    """Pixel-scale texture: skin grain, lashes, hair strands."""
+    pixels = image.astype(np.float32)
+    return pixels - cv2.GaussianBlur(pixels, (0, 0), 1.0)
+
+
+def test_full_mode_paints_the_generated_face_inside_the_outline_only(
+    diffusion_engine: DiffusionEngine,
+) -> None:
+    natural = load_image(diffusion_engine.apply(_request("natural")).image, **LIMITS)
+    full_result = diffusion_engine.apply(_request("full"))
+    full = load_image(full_result.image, **LIMITS)
+    selfie, face = photo("sm_source_01.jpg"), faces("sm_source_01.jpg")[0]
+    assert full.shape == selfie.shape and full_result.faces == 1
+    assert not full_result.paint_left_out
+
+    # Every pixel outside the face outline (grown by 2 px for the upscaled change) is the selfie's.
+    oval = cv2.dilate(_polygon(face, selfie.shape, FACE_OVAL).view(np.uint8), np.ones((5, 5), np.uint8))
+    assert np.array_equal(full[oval == 0], selfie[oval == 0])
+
+    # Inside, the whole face takes the generated colour, not only the lips and lids: on the skin
+    # (forehead and cheeks, where natural mode moves at most a few levels) full mode moves far more.
+    skin = mask(selfie, face, "skin", above=0.9)
+    full_change = np.abs(full.astype(int) - selfie)[skin].mean()
+    natural_change = np.abs(natural.astype(int) - selfie)[skin].mean()
+    assert full_change > 10 and full_change > 4 * natural_change
+
+    # The selfie's detail layer and geometry are kept: the result's fine texture is the selfie's
+    # (a pasted generated face would not correlate at all), and the landmarks are re-found in place.
+    inner = cv2.erode(oval, np.ones((25, 25), np.uint8)).astype(bool)
+    texture = np.corrcoef(_high_pass(full)[inner].ravel(), _high_pass(selfie)[inner].ravel())[0, 1]
+    assert texture > 0.9
+    found = backend().detect(full)[0]
+    assert np.linalg.norm(found.landmarks - face.landmarks, axis=1).mean() < 0.03 * face.inter_ocular
+
+    # The eyeballs and the inside of the mouth are never painted.
+    openings = _polygon(face, selfie.shape, RIGHT_EYE) | _polygon(face, selfie.shape, LEFT_EYE)
+    openings = cv2.erode(openings.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert np.array_equal(full[openings], selfie[openings])
+
+
+def test_full_mode_with_regions_paints_only_those_regions(diffusion_engine: DiffusionEngine) -> None:
+    selfie, face = photo("sm_source_01.jpg"), faces("sm_source_01.jpg")[0]
+    lips_only = load_image(diffusion_engine.apply(_request("full", regions={"lips": 1.0})).image, **LIMITS)
+    # Grown by 2 px: the change is drawn at working size and upscaled.
+    lips_zone = cv2.dilate(mask(selfie, face, "lips", above=0.0).view(np.uint8), np.ones((5, 5), np.uint8))
+    outside_lips = lips_zone == 0
+    assert np.array_equal(lips_only[outside_lips], selfie[outside_lips])
+    # The lips take the generated face's colour as it is, not natural mode's lipstick model.
+    natural = load_image(diffusion_engine.apply(_request("natural", regions={"lips": 1.0})).image, **LIMITS)
+    lips = mask(selfie, face, "lips")
+    assert np.abs(lips_only.astype(int) - natural)[lips].mean() > 5
+
+
+def test_full_mode_strength_zero_returns_the_selfie(diffusion_engine: DiffusionEngine) -> None:
+    selfie = photo("sm_source_01.jpg")
+    made_up = diffusion_engine.apply_array(selfie, photo("sm_ref_01.jpg"), strength=0.0, mode="full")
+    assert np.array_equal(made_up.image, selfie)
+
+
+# --- sampling presets ------------------------------------------------------------------------------
+
+
+def test_presets_and_overrides() -> None:
+    fast = DiffusionSettings().sampling
+    assert (fast.steps, fast.denoise) == (20, 0.6)
+    assert [guidance_for(s, fast) for s in (0.0, 0.5, 1.0)] == [1.0, 1.5, 2.0]
+    faithful = DiffusionSettings(preset="faithful").sampling
+    assert (faithful.steps, faithful.denoise) == (30, 1.0)
+    assert {guidance_for(s, faithful) for s in (0.0, 0.7, 1.0)} == {1.6}  # the published guidance
+    tuned = DiffusionSettings(preset="faithful", steps=12).sampling
+    assert (tuned.steps, tuned.denoise, tuned.max_guidance) == (12, 1.0, 1.6)
+
+
+def test_faithful_preset_runs_30_steps_from_pure_noise(
+    models_dir: Path, pipeline: StableMakeupPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[torch.Tensor] = []
+    step, encoded = pipeline.scheduler.step, []
+
+    def counting_step(
+        noise_pred: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, **kw: object
+    ) -> object:
+        steps.append(latents.clone())
+        return step(noise_pred, t, latents, **kw)
+
+    monkeypatch.setattr(pipeline.scheduler, "step", counting_step)
+    monkeypatch.setattr(pipeline.vae, "encode", lambda *a, **kw: encoded.append(a))
+    diffusion = DiffusionSettings(models_dir=models_dir, device="cpu", size=SIZE, preset="faithful", seed=3)
+    settings = EngineSettings(backend="diffusion", diffusion=diffusion)
+    engine = DiffusionEngine(settings, pipeline, EmbeddedEngine(settings, backend=backend()))
+    selfie, face = photo("sm_source_01.jpg"), faces("sm_source_01.jpg")[0]
+    engine.generate(selfie, face, photo("sm_ref_01.jpg"), faces("sm_ref_01.jpg")[0], 0.7, timings={})
+
+    assert len(steps) == 30
+    assert not encoded  # the selfie's latents are never used
+    noise = torch.randn(steps[0].shape, generator=torch.Generator("cpu").manual_seed(3))
+    assert torch.equal(steps[0], noise * pipeline.scheduler.init_noise_sigma)
 
 
 def test_missing_weights_fall_back_to_the_embedded_engine(

@@ -2,12 +2,17 @@
 
 Per request: the selfie's largest face and the reference's face are cropped to squares at
 `engine.diffusion.size`; the diffusion pipeline repaints the selfie crop with the reference's makeup;
-that result, pasted back, is pixel-aligned with the selfie, so it goes to the embedded engine's
-compositor as an already-aligned reference (the selfie's own landmarks, no second face search). The
-compositor keeps the selfie's structure and detail layers and takes only the makeup colour from the
-diffusion output, per region and strength; every pixel outside the face stays the selfie's. Diffusion
-drift (a changed nose, eyes, skin texture) therefore never reaches the result. In a group selfie the
-largest face is diffused and the compositor carries its makeup onto every face.
+that result, pasted back, is pixel-aligned with the selfie, so it is analysed as an already-aligned
+reference (the selfie's own landmarks, no second face search) and composited by mode:
+
+- natural: the embedded engine's compositor keeps the selfie's structure and detail layers and takes
+  only the makeup colour from the diffusion output, per region and strength;
+- full: `compose.compose_full` takes the generated face's low-frequency colour (paint, stage base,
+  patterns) inside the face outline over the selfie's own detail layer.
+
+Either way every pixel outside the face stays the selfie's, and diffusion drift (a changed nose, eyes,
+skin texture) never reaches the result. In a group selfie the largest face is diffused and its look is
+carried onto every face.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ import numpy as np
 import torch
 
 from engine.api import MakeupRequest, MakeupResult
+from engine.diffusion.compose import compose_full
 from engine.diffusion.pipeline import StableMakeupPipeline, StageTimer
 from engine.diffusion.structure import draw_structure
 from engine.embedded import EmbeddedEngine, MadeUp
 from engine.faces import Face, to_ibug68, usable_faces
 from engine.images import encode_image, load_image
 from engine.transfer import prepare_reference
-from facelab.settings import EngineSettings
+from facelab.settings import DiffusionSampling, EngineSettings
 
 # Square crop side = this × the larger side of the landmark box: the whole face, some hair and neck,
 # like the face-centred training images.
@@ -47,9 +53,9 @@ def crop_square(rgb: np.ndarray, box: tuple[int, int, int, int], size: int) -> n
     return cv2.resize(rgb[y0:y1, x0:x1], (size, size), interpolation=interpolation)
 
 
-def guidance_for(strength: float, max_guidance: float) -> float:
-    """User strength [0, 1] → classifier-free guidance [1, max]: how hard the makeup tokens pull."""
-    return 1.0 + strength * (max_guidance - 1.0)
+def guidance_for(strength: float, sampling: DiffusionSampling) -> float:
+    """User strength [0, 1] → classifier-free guidance [min, max]: how hard the makeup tokens pull."""
+    return sampling.min_guidance + strength * (sampling.max_guidance - sampling.min_guidance)
 
 
 class DiffusionEngine:
@@ -78,7 +84,9 @@ class DiffusionEngine:
         with timer.stage("decode"):
             selfie = load_image(request.selfie, role="selfie", **limits)
             reference = load_image(request.reference, role="reference", **limits)
-        made_up = self.apply_array(selfie, reference, strength=request.strength, regions=request.regions)
+        made_up = self.apply_array(
+            selfie, reference, strength=request.strength, regions=request.regions, mode=request.mode
+        )
         timings.update(made_up.timings_ms)
         with timer.stage("encode"):
             data = encode_image(made_up.image, fmt=request.output_format)
@@ -92,18 +100,26 @@ class DiffusionEngine:
         *,
         strength: float = 1.0,
         regions: Mapping[str, float] | None = None,
+        mode: str = "natural",
     ) -> MadeUp:
-        """Make up an H×W×3 uint8 RGB selfie with a reference photo; strength 0 returns a copy."""
+        """Make up an H×W×3 uint8 RGB selfie with a reference photo in `mode` (engine.api.MODES);
+        strength 0 returns a copy."""
         if strength == 0.0:
             return self.compositor.apply_array(selfie, None, strength=0.0)
         timings: dict[str, float] = {}
         timer = StageTimer(self.pipeline.device, timings)
         with timer.stage("detect"):
-            face = usable_faces(self.compositor.backend.detect(selfie), "selfie")[0]
+            faces = usable_faces(self.compositor.backend.detect(selfie), "selfie")
             ref_face = usable_faces(self.compositor.backend.detect(reference), "reference")[0]
+        face, working_size = faces[0], self.settings.working_size
         generated = self.generate(selfie, face, reference, ref_face, strength, timings)
         with timer.stage("composite"):
-            aligned = prepare_reference(generated, face, self.settings.working_size)
+            aligned = prepare_reference(generated, face, working_size)
+            if mode == "full":
+                image = compose_full(
+                    selfie, aligned, faces, working_size=working_size, strength=strength, regions=regions
+                )
+                return MadeUp(image, len(faces), timings)
             made_up = self.compositor.apply_array(selfie, aligned, strength=strength, regions=regions)
         return MadeUp(made_up.image, made_up.faces, timings)
 
@@ -117,7 +133,7 @@ class DiffusionEngine:
         timings: dict[str, float],
     ) -> np.ndarray:
         """The selfie with its face square repainted by the diffusion pipeline (same size as `selfie`)."""
-        options = self.settings.diffusion
+        options, sampling = self.settings.diffusion, self.settings.diffusion.sampling
         box = square_box(face, *selfie.shape[:2])
         scale = options.size / (box[2] - box[0])
         landmarks = np.subtract(to_ibug68(face), box[:2]) * scale
@@ -125,9 +141,9 @@ class DiffusionEngine:
             crop_square(selfie, box, options.size),
             crop_square(reference, square_box(ref_face, *reference.shape[:2]), options.size),
             draw_structure([landmarks], options.size, options.size),
-            num_inference_steps=options.steps,
-            denoise=options.denoise,
-            guidance_scale=guidance_for(strength, options.max_guidance),
+            num_inference_steps=sampling.steps,
+            denoise=sampling.denoise,
+            guidance_scale=guidance_for(strength, sampling),
             seed=options.seed,
             timings_ms=timings,
         )

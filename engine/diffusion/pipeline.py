@@ -1,4 +1,5 @@
-"""Stable-Makeup img2img: the selfie's noised latents are denoised under three conditions.
+"""Stable-Makeup denoising: the selfie's noised latents (img2img), or pure noise at denoise 1 as in
+the published release, are denoised under three conditions.
 
 - the content ControlNet sees the selfie, the structure ControlNet the landmark drawing; both get the
   empty-prompt text embedding (computed once at load), as in training;
@@ -57,7 +58,8 @@ class StageTimer:
             torch.cuda.synchronize(self.device)
 
 
-def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move a network to `device` in `dtype` (float16 or float32), in inference mode."""
     # .half()/.float() rather than .to(dtype): diffusers' ModelMixin.to logs a spurious fp32 warning.
     module.to(device).eval()
     if dtype == torch.float16:
@@ -116,7 +118,7 @@ class StableMakeupPipeline:
         makeup_encoder = load_makeup_encoder(unet, layout.clip_dir, layout.makeup_encoder)
         empty_text = empty_prompt_embedding(layout.sd15_dir)
         for module in (unet, vae, controlnet, makeup_encoder):
-            _place(module, torch_device, dtype)
+            place(module, torch_device, dtype)
         return cls(vae, unet, controlnet, makeup_encoder, scheduler, empty_text)
 
     def img2img_timesteps(self, num_inference_steps: int, denoise: float) -> torch.Tensor:
@@ -140,7 +142,8 @@ class StableMakeupPipeline:
     ) -> RGB:
         """Return the selfie (H×W, multiples of 8) wearing the reference's makeup, same size.
 
-        `denoise` 0 returns `selfie` itself; `guidance_scale` 1 disables guidance (one UNet pass/step).
+        `denoise` 0 returns `selfie` itself, 1 starts from pure noise (the published setting);
+        `guidance_scale` 1 disables guidance (one UNet pass/step).
         """
         if selfie.shape != structure.shape or selfie.shape[0] % 8 or selfie.shape[1] % 8:
             raise ValueError(f"selfie {selfie.shape} and structure {structure.shape} must match, sides ×8")
@@ -157,10 +160,7 @@ class StableMakeupPipeline:
                 tokens = torch.cat([self.uncond_tokens, tokens])
         with timer.stage("encode_selfie"):
             control_images = [self._to_tensor(selfie), self._to_tensor(structure)]
-            clean = self.vae.encode(self._to_tensor(selfie) * 2 - 1).latent_dist.mean
-            clean = clean * self.vae.config.scaling_factor
-            noise = randn_tensor(clean.shape, generator=generator, device=self.device, dtype=self.dtype)
-            latents = self.scheduler.add_noise(clean, noise, timesteps[:1])
+            latents = self._initial_latents(selfie, timesteps[:1], denoise, generator)
 
         for i, t in enumerate(timesteps):
             with timer.stage(f"step_{i:02d}"):
@@ -169,6 +169,20 @@ class StableMakeupPipeline:
         with timer.stage("vae_decode"):
             image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return self._to_rgb(image)
+
+    def _initial_latents(
+        self, selfie: RGB, first: torch.Tensor, denoise: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """img2img: the selfie's VAE latents noised to the first timestep. At denoise 1, pure noise,
+        as the published text-to-image pipeline starts (the selfie reaches it only through the content
+        ControlNet; noising its latents to the first timestep would still leak a trace of them)."""
+        height, width = selfie.shape[:2]
+        shape = (1, self.vae.config.latent_channels, height // 8, width // 8)
+        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
+        if denoise >= 1.0:
+            return noise * self.scheduler.init_noise_sigma
+        clean = self.vae.encode(self._to_tensor(selfie) * 2 - 1).latent_dist.mean
+        return self.scheduler.add_noise(clean * self.vae.config.scaling_factor, noise, first)
 
     def encode_makeup(self, reference: RGB) -> torch.Tensor:
         pixels = self.clip_processor(images=Image.fromarray(reference), return_tensors="pt").pixel_values
