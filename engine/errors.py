@@ -31,6 +31,13 @@ class ImageTooLargeError(ImageError):
     kind = "too_large"
 
 
+class ImageShapeError(ImageError):
+    """The image is a long thin strip (a banner, a line of pixels), never a photo of a face; refused
+    from the header, before decoding, since strips are what makes detection buffers explode."""
+
+    kind = "bad_shape"
+
+
 class NoFaceError(EngineError):
     kind = "no_face"
 

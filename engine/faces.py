@@ -135,13 +135,7 @@ class MediapipeBackend:
         h, w = rgb.shape[:2]
         boxes = self._detect_in(rgb, 0, 0, w, h)
         if not boxes:
-            # A face filling a tight crop can be too big for the full-range detector: show it smaller.
-            pad = max(h, w) // 2
-            padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
-            boxes = [
-                (max(0, x0 - pad), max(0, y0 - pad), min(w, x1 - pad), min(h, y1 - pad))
-                for x0, y0, x1, y1 in self._detect_in(padded, 0, 0, w + 2 * pad, h + 2 * pad)
-            ]
+            boxes = self._detect_padded(rgb)
         tile = 2 * self.DETECT_SIZE
         if not boxes and max(h, w) > tile:
             step = tile * 3 // 4
@@ -149,6 +143,27 @@ class MediapipeBackend:
                 for x0 in range(0, max(w - tile, 0) + step, step):
                     boxes += self._detect_in(rgb, x0, y0, min(w, x0 + tile), min(h, y0 + tile))
         return boxes
+
+    def _detect_padded(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """A face filling a tight crop can be too big for the full-range detector: show it at half
+        the detector's size on a grey border. The photo is shrunk before it is padded, so the copy
+        never exceeds DETECT_SIZE whatever the photo's shape (padded at full size, a 20000-pixel
+        strip took gigabytes)."""
+        h, w = rgb.shape[:2]
+        small = shrink(rgb, self.DETECT_SIZE // 2)
+        sh, sw = small.shape[:2]
+        pad = max(sh, sw) // 2
+        padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+        sx, sy = w / sw, h / sh  # full-resolution pixels per pixel of the small copy
+        return [
+            (
+                max(0, round((x0 - pad) * sx)),
+                max(0, round((y0 - pad) * sy)),
+                min(w, round((x1 - pad) * sx)),
+                min(h, round((y1 - pad) * sy)),
+            )
+            for x0, y0, x1, y1 in self._detect_in(padded, 0, 0, sw + 2 * pad, sh + 2 * pad)
+        ]
 
     def _detect_in(
         self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int

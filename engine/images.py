@@ -17,7 +17,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageCms, ImageOps
 
-from engine.errors import ImageError, ImageTooLargeError, Role
+from engine.errors import ImageError, ImageShapeError, ImageTooLargeError, Role
 
 # HEIC/HEIF is what iPhones send; pillow-heif plugs it into PIL's normal Image.open.
 pillow_heif.register_heif_opener()
@@ -34,6 +34,10 @@ SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BM
 # black), and white is what viewers show behind cut-out photos, so the face keeps its outline and
 # the result looks like what the user saw when sending it.
 ALPHA_BACKGROUND = (255, 255, 255)
+
+# Longest side over shortest side. Panoramas stay under it; longer strips are banners or crafted files,
+# and the face detector's work on them grows with the long side, not the pixel count.
+MAX_ASPECT_RATIO = 10
 
 # Larger EXIF blocks are not real camera metadata; they are skipped unread (orientation included).
 MAX_EXIF_BYTES = 1024 * 1024
@@ -82,8 +86,9 @@ def load_image(
 ) -> np.ndarray:
     """Decode untrusted bytes into a C-contiguous HxWx3 uint8 RGB array, upright per EXIF.
 
-    Raises ImageTooLargeError (over `max_bytes` or `max_pixels`, checked before decoding) or
-    ImageError (anything else that is not a usable image), both carrying `role` and a user message.
+    Raises ImageTooLargeError (over `max_bytes` or `max_pixels`), ImageShapeError (longer than
+    MAX_ASPECT_RATIO times its width), both checked before decoding, or ImageError (anything else
+    that is not a usable image), all carrying `role` and a user message.
     """
     subject = _subject(role)
     if not data:
@@ -123,7 +128,7 @@ def _decode_upright_rgb(
 ) -> Image.Image:
     # No `with`: the source is in memory, and closing would free the pixels we return.
     image = Image.open(io.BytesIO(data), formats=[fmt])  # lazy: parses the header, decodes nothing
-    _check_pixels(image.size, max_pixels, subject, role)
+    _check_size(image.size, max_pixels, subject, role)
     image.seek(0)  # animated GIF/WebP/APNG: the first frame is the picture
     image.load()
     _make_upright(image)
@@ -141,12 +146,18 @@ def _make_upright(image: Image.Image) -> None:
         ImageOps.exif_transpose(image, in_place=True)
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int, subject: str, role: Role | None) -> None:
+def _check_size(size: tuple[int, int], max_pixels: int, subject: str, role: Role | None) -> None:
     width, height = size
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"{subject} is too large ({width}×{height} pixels); "
             f"please send one of at most {max_pixels / 1e6:.0f} megapixels.",
+            role,
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageShapeError(
+            f"{subject} is a long thin strip ({width}×{height} pixels), not a photo of a face. "
+            f"Please send a photo at most {MAX_ASPECT_RATIO} times as long as it is wide.",
             role,
         )
 

@@ -385,9 +385,9 @@ def display_p3_png() -> Upload:
 @synthetic
 def png16_gray_ramp() -> Upload:
     """16-bit grey ramp: level v*257 must come back as v (PIL's convert would clip it to 255)."""
-    ramp = np.tile(np.arange(256, dtype=np.uint16) * 257, (16, 1))
+    ramp = np.tile(np.arange(256, dtype=np.uint16) * 257, (32, 1))  # 8:1, within the shape limit
     ramp[:, 128] = 32768  # mid-grey
-    expected = gray3(np.tile(np.arange(256, dtype=np.uint8), (16, 1)))
+    expected = gray3(np.tile(np.arange(256, dtype=np.uint8), (32, 1)))
     expected[:, 128] = 128
     data = encode(Image.fromarray(ramp), "PNG")
     return decoded("ramp16.png", data, expected, 0.0, engine=NO_USABLE_FACE)
@@ -437,9 +437,37 @@ def tiny_1x1() -> Upload:
 
 @synthetic
 def elongated_strip() -> Upload:
-    picture = gradient(6000, 4)
+    return refused("banner.png", encode(Image.fromarray(gradient(6000, 4)), "PNG"), "bad_shape")
+
+
+def grey_png(width: int, height: int) -> bytes:
+    return png_bytes(width, height, (bytes([128]) * (3 * width) for _ in range(height)))
+
+
+@synthetic
+def strip_1x20000() -> Upload:
+    """165 bytes that once took 2.6 GB and 15 s before "no face"."""
+    return refused("line.png", grey_png(1, 20000), "bad_shape")
+
+
+@synthetic
+def strip_20000x1000() -> Upload:
+    """20 megapixels (under the pixel limit), 20 times as wide as high."""
+    return refused("panorama.png", grey_png(20000, 1000), "bad_shape")
+
+
+@synthetic
+def strip_1x100000() -> Upload:
+    """Once a traceback: padding it for the detector asked for 60 GB."""
+    return refused("line.png", grey_png(1, 100000), "bad_shape")
+
+
+@synthetic
+def panorama_at_the_ratio_limit() -> Upload:
+    """10:1, the longest strip the gate accepts."""
+    picture = gradient(4000, 400)
     data = encode(Image.fromarray(picture), "PNG")
-    return decoded("banner.png", data, picture, 0.0, engine=NO_USABLE_FACE)
+    return decoded("panorama.png", data, picture, 0.0, engine=NO_USABLE_FACE)
 
 
 def over_white(values: np.ndarray, alpha: np.ndarray) -> np.ndarray:

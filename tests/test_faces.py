@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
 
 from engine.errors import FaceTooSmallError, NoFaceError, ProfileFaceError
 from engine.faces import N_LANDMARKS, make_face, to_ibug68, usable_faces
-from tests.conftest import NON_FACE_FILES
+from tests.conftest import NON_FACE_FILES, REPO_ROOT
 from tests.engine_helpers import backend, faces, photo
 
 IMAGE_SUFFIXES = {".jpg", ".png"}
@@ -113,3 +117,39 @@ def test_ibug68_points_are_in_the_300w_order(name):
     # Outer lips: corners 48 and 54, top centre 51 above bottom centre 57; the inner lips inside.
     assert x[48] < x[51] < x[54] and y[51] < y[57]
     assert x[48] <= x[60] < x[64] <= x[54] and y[51] <= y[62] <= y[66] <= y[57]
+
+
+_DETECT_PEAK = """
+import sys
+import numpy as np
+from engine.faces import MediapipeBackend
+
+def peak_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+backend = MediapipeBackend()
+backend.detect(np.full((64, 64, 3), 128, np.uint8))  # models loaded and run once
+rgb = np.full((int(sys.argv[1]), int(sys.argv[2]), 3), 128, np.uint8)
+before = peak_kib()
+found = backend.detect(rgb)
+print(len(found), (peak_kib() - before) * 1024)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+@pytest.mark.parametrize(("height", "width"), [(800, 8000), (8000, 800)])
+def test_searching_a_long_photo_for_a_face_needs_no_copy_of_its_size(height: int, width: int) -> None:
+    """A blank 10:1 photo (the longest the gate accepts) goes through every search pass, the padded
+    one included; padding it at full size took 420 MB here (and gigabytes for longer strips)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", _DETECT_PEAK, str(height), str(width)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found, growth = done.stdout.split()
+    assert found == "0"
+    assert int(growth) < 64 * 1024 * 1024  # the photo itself is 19 MB

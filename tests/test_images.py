@@ -223,6 +223,27 @@ def test_refusing_a_bomb_allocates_nothing_big(name: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+@pytest.mark.parametrize("name", ["strip_1x20000", "strip_20000x1000", "strip_1x100000"])
+def test_refusing_a_strip_allocates_nothing_big(name: str, tmp_path: Path) -> None:
+    outcome, growth = peak_memory_growth(item(name).data, tmp_path)
+    assert outcome == "bad_shape"
+    assert growth < 8 * MB
+
+
+@pytest.mark.parametrize(("width", "height"), [(4000, 400), (400, 4000), (1, 10), (10, 1), (1, 1)])
+def test_photos_up_to_ten_times_as_long_as_wide_are_accepted(width: int, height: int) -> None:
+    assert load(encode(Image.new("RGB", (width, height)), "PNG")).shape == (height, width, 3)
+
+
+@pytest.mark.parametrize(("width", "height"), [(4001, 400), (400, 4001), (1, 11), (11, 1)])
+def test_longer_strips_are_refused_naming_their_size(width: int, height: int) -> None:
+    with pytest.raises(ImageError) as caught:
+        load(encode(Image.new("RGB", (width, height)), "PNG"))
+    assert caught.value.kind == "bad_shape"
+    assert f"({width}×{height} pixels)" in caught.value.user_message
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
 @pytest.mark.parametrize("name", ["huge_exif_jpeg", "huge_exif_png"])
 def test_huge_metadata_costs_memory_in_proportion_to_the_file(name: str, tmp_path: Path) -> None:
     data = item(name).data
