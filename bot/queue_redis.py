@@ -9,7 +9,8 @@ images live in their own key with a TTL, so nothing large stays in the stream.
 Keys, all under `queue.redis_prefix` (<p>):
   <p>:jobs            taskiq stream (consumer group <p>:workers); entries deleted when acknowledged
   <p>:input:<job>     hash: images, parameters, attempt counter; TTL job_ttl_s, deleted on delivery
-  <p>:result:<job>    taskiq result; TTL job_ttl_s, deleted when the bot reads it
+  <p>:result:<job>    taskiq result, stored only while the input exists; TTL job_ttl_s, deleted when
+                      the bot reads it
   <p>:waiting         sorted set of jobs not started yet, by enqueue time: the queue position
   <p>:user:<user>     sorted set of a user's unfinished jobs, scored by deadline: the per-user cap
 """
@@ -32,7 +33,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from taskiq import AckableMessage
+from taskiq import AckableMessage, TaskiqResult
 from taskiq.exceptions import SendTaskError
 from taskiq.kicker import AsyncKicker
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
@@ -186,16 +187,45 @@ class JobStreamBroker(RedisStreamBroker):
         return ack
 
 
+# Stores a worker's answer only while its job's input exists. A bot shutting down withdraws its
+# unfinished jobs (deletes their inputs) and tells their users to resend: a job that was running
+# then must not leave its result (megabytes of image) in Redis until the TTL.
+# KEYS: result, input. ARGV: the stored value, its TTL in seconds. Returns 1 if stored, else 0.
+_STORE_RESULT_SCRIPT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+class JobResultBackend(RedisAsyncResultBackend[dict[str, Any]]):
+    """taskiq's Redis result backend, storing a result only if its job was not withdrawn meanwhile
+    (checked and stored in one atomic script, so a withdrawal cannot slip in between)."""
+
+    def __init__(self, settings: QueueSettings) -> None:
+        self._keys = RedisKeys(settings.redis_prefix)
+        self._ttl_s = math.ceil(settings.job_ttl_s)
+        super().__init__(
+            settings.redis_url,
+            keep_results=False,  # read once, by the bot process that delivers it
+            result_ex_time=self._ttl_s,
+            prefix_str=self._keys.results,
+            **connection_options(),
+        )
+
+    async def set_result(self, task_id: str, result: TaskiqResult[dict[str, Any]]) -> None:
+        value = self.serializer.dumpb(result.model_dump(mode="json"))
+        keys = [self._task_name(task_id), self._keys.input(task_id)]
+        async with Redis(connection_pool=self.redis_pool) as redis:
+            stored = await redis.eval(_STORE_RESULT_SCRIPT, len(keys), *keys, value, self._ttl_s)
+        if not stored:
+            log.info("job %s was withdrawn while it ran; its result is dropped", task_id)
+
+
 def build_broker(settings: QueueSettings, consumer_name: str | None = None) -> JobStreamBroker:
     """The broker and result backend both sides use; `consumer_name` names a worker in the group."""
     keys = RedisKeys(settings.redis_prefix)
-    results: RedisAsyncResultBackend[dict[str, Any]] = RedisAsyncResultBackend(
-        settings.redis_url,
-        keep_results=False,  # read once, by the bot process that delivers it
-        result_ex_time=math.ceil(settings.job_ttl_s),
-        prefix_str=keys.results,
-        **connection_options(),
-    )
+    results = JobResultBackend(settings)
     block_s = min(MAX_STREAM_BLOCK_S, settings.reclaim_after_s / 2)
     broker = JobStreamBroker(
         settings.redis_url,

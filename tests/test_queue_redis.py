@@ -37,6 +37,7 @@ from bot.queue_redis import (
     encode_request,
     encode_result,
 )
+from bot.queue_redis_worker import run_worker
 from engine.api import MakeupRequest, MakeupResult
 from facelab.settings import QueueSettings
 from storage import Storage
@@ -130,6 +131,9 @@ def request_of_width(width: int) -> MakeupRequest:
         reference=small_photo("elegant_ref_02.png", 256),
         strength=0.7,
     )
+
+
+LOOK_REQUEST = MakeupRequest(selfie=b"never decoded", look="natural")
 
 
 def job(user: str, width: int) -> Job:
@@ -325,6 +329,57 @@ async def redeliver(settings: QueueSettings, ticket: Ticket) -> None:
     broker = build_broker(settings)
     await AsyncKicker(TASK_NAME, broker, labels={}).with_task_id(ticket.job.id).kiq(ticket.job.id)
     await broker.shutdown()
+
+
+# -- a job withdrawn while it runs -----------------------------------------------------------------------
+
+
+class HeldRunner:
+    """A `bot.queue.JobRunner` whose jobs run until the test releases them; 2 MB results."""
+
+    def __init__(self) -> None:
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+
+    async def run(self, request: MakeupRequest) -> MakeupResult:
+        self.started.set()
+        await self.release.wait()
+        return MakeupResult(b"\xff" * 2_000_000, 1, 1, 1)
+
+
+async def test_a_job_withdrawn_while_it_runs_leaves_no_result_in_redis(redis_url: str, prefix: str) -> None:
+    settings = settings_for(redis_url, prefix)
+    keys = RedisKeys(prefix)
+    queue = RedisJobQueue(settings)
+    await queue.start()
+    runner, stop = HeldRunner(), asyncio.Event()
+    worker = asyncio.create_task(run_worker(runner, settings, "held", stop))
+    redis = Redis.from_url(redis_url)
+    try:
+        # Control: a job nobody withdraws is stored and delivered as before.
+        runner.release.set()
+        delivered = await queue.submit(Job(uuid.uuid4().hex, "test", "chat", "alice", LOOK_REQUEST))
+        assert (await asyncio.wait_for(delivered.result(), 60)).width == 1
+
+        runner.started.clear()
+        runner.release.clear()
+        ticket = await queue.submit(Job(uuid.uuid4().hex, "test", "chat", "bob", LOOK_REQUEST))
+        await asyncio.wait_for(runner.started.wait(), 60)
+        # The bot shuts down (SIGTERM) while the worker runs it: the user is told to resend.
+        assert [job.id for job in await queue.close(drain_timeout_s=0)] == [ticket.job.id]
+        with pytest.raises(JobFailed):
+            await ticket.result()
+        runner.release.set()
+        # The worker finishes the job and acknowledges it, storing nothing.
+        async with asyncio.timeout(60):
+            while await redis.xlen(keys.stream):
+                await asyncio.sleep(0.05)
+        assert await keys_left(redis, prefix, "result") == []
+        assert await keys_left(redis, prefix, "input") == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 60)
+        await queue.disconnect()
+        await redis.aclose()
 
 
 # -- Redis restarted during a run ------------------------------------------------------------------------
