@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from engine.errors import FaceTooSmallError, NoFaceError, ProfileFaceError, Role
+from engine.native_stderr import quiet_native_stderr
 
 N_LANDMARKS = 478
 
@@ -93,18 +94,34 @@ class MediapipeBackend:
         from mediapipe.python.solutions import face_detection, face_mesh
 
         self._crop_size = working_size
-        self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
-        self._mesh_all = face_mesh.FaceMesh(
-            static_image_mode=True,
-            max_num_faces=self.MAX_FACES,
-            refine_landmarks=True,
-            min_detection_confidence=0.5,
-        )
-        self._mesh_one = face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.4
-        )
+        with quiet_native_stderr():
+            self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+            self._mesh_all = face_mesh.FaceMesh(
+                static_image_mode=True,
+                max_num_faces=self.MAX_FACES,
+                refine_landmarks=True,
+                min_detection_confidence=0.5,
+            )
+            self._mesh_one = face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.4
+            )
+            # The graphs open their models on their own threads, which log as they do: one run each
+            # waits for that inside the quiet window.
+            blank = np.zeros((64, 64, 3), np.uint8)
+            for graph in (self._detector, self._mesh_all, self._mesh_one):
+                graph.process(blank)
+        # The mesh logs one more notice the first time it places landmarks on a face.
+        self._quiet_until_a_face = True
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
+        if not self._quiet_until_a_face:
+            return self._detect(rgb)
+        with quiet_native_stderr():
+            faces = self._detect(rgb)
+        self._quiet_until_a_face = not faces
+        return faces
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
         faces = self._mesh(self._mesh_all, rgb, (0, 0, w, h), self.MESH_SIZE)
         if not faces or max(h, w) > self.MESH_SIZE:

@@ -81,9 +81,12 @@ def test_corpus_file_through_facelab_apply(
 ) -> None:
     case, run = cases[name], runs[name]
     assert "Traceback" not in run.stderr, run.stderr[-2000:]
+    # Our stderr is ours alone: no native library start-up notices around the one error line.
+    assert run.stderr.splitlines() == run.error_lines(), run.stderr[-2000:]
     expect = case.expect
     if "ok" in expect.engine:
         assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stderr == ""
         made_up = load_image(
             run.output.read_bytes(), max_pixels=LIMITS.max_pixels, max_bytes=LIMITS.max_bytes
         )
