@@ -12,6 +12,8 @@ from engine.errors import (
     ImageTooLargeError,
     NoFaceError,
     ProfileFaceError,
+    RotatedFaceError,
+    TooDarkError,
     UnknownLookError,
 )
 
@@ -27,5 +29,7 @@ __all__ = [
     "MakeupResult",
     "NoFaceError",
     "ProfileFaceError",
+    "RotatedFaceError",
+    "TooDarkError",
     "UnknownLookError",
 ]

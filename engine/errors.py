@@ -52,5 +52,17 @@ class ProfileFaceError(EngineError):
     kind = "profile_face"
 
 
+class TooDarkError(EngineError):
+    """The face is lit too little for its colours to be read or makeup to be placed on them."""
+
+    kind = "too_dark"
+
+
+class RotatedFaceError(EngineError):
+    """The face is upside down or on its side in the photo (the makeup would land in wrong places)."""
+
+    kind = "rotated_face"
+
+
 class UnknownLookError(EngineError):
     kind = "unknown_look"

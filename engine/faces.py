@@ -8,13 +8,20 @@ iBUG/300W layout that 68-point tools (and the diffusion engine's structure image
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
-from engine.errors import FaceTooSmallError, NoFaceError, ProfileFaceError, Role
+from engine.errors import (
+    FaceTooSmallError,
+    NoFaceError,
+    ProfileFaceError,
+    Role,
+    RotatedFaceError,
+    TooDarkError,
+)
 from engine.native_stderr import quiet_native_stderr
 
 N_LANDMARKS = 478
@@ -23,6 +30,13 @@ N_LANDMARKS = 478
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
 RIGHT_IRIS_CENTER, LEFT_IRIS_CENTER = 468, 473
 RIGHT_CHEEK_EDGE, LEFT_CHEEK_EDGE = 234, 454
+MOUTH_UPPER, MOUTH_LOWER = 13, 14  # middle of the inner lips
+# Eyes and lips as rings of mesh points: where a real face always shows some texture.
+FEATURE_RINGS: tuple[tuple[int, ...], ...] = (
+    (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7),
+    (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249),
+    (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146),
+)
 
 # iBUG/300W 68-point layout from mesh indices: jaw 0-16 (image left to right), brows 17-26,
 # nose bridge 27-30, nostrils 31-35, eyes 36-47 (outer corner first, clockwise), lips 48-67.
@@ -42,6 +56,15 @@ IBUG68_FROM_MESH: tuple[int, ...] = (
 MIN_INTER_OCULAR_PX = 16.0
 # Beyond this head turn (degrees) one cheek is hidden and the makeup would be placed wrongly.
 MAX_YAW_DEG = 50.0
+# Beyond this in-plane tilt (degrees) the photo is sideways (or upside down).
+MAX_ROLL_DEG = 45.0
+# Median 8-bit luma at the landmarks below which a face is too dark to make up (the shared photos'
+# darkest face has 71; a photo scaled to 7 % brightness has 10-13).
+MIN_FACE_LUMA = 20.0
+# An eye or the lips whose box varies less than this (luma standard deviation, 8-bit levels) show
+# nothing: a blank, e.g. transparent, area the mesh guessed a face onto. Real ones: 15 and more.
+MIN_FEATURE_TEXTURE = 2.0
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601, as cv2's RGB2GRAY
 
 
 @dataclass(frozen=True)
@@ -52,11 +75,25 @@ class Face:
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 of the landmarks, in pixels
     yaw_deg: float  # head turn left/right; 0 = frontal
     inter_ocular: float  # pixels between the outer eye corners
+    # What the photo shows of the face, measured by the backend (faces built from landmarks alone
+    # keep these defaults): median 8-bit luma at the landmarks, whether its eyes and lips show any
+    # texture, and whether it is an upside-down face the mesh took for an upright one.
+    luma: float | None = None
+    features_visible: bool = True
+    upside_down: bool = False
 
     @property
     def area(self) -> int:
         x0, y0, x1, y1 = self.bbox
         return (x1 - x0) * (y1 - y0)
+
+    @property
+    def roll_deg(self) -> float:
+        """In-plane tilt: 0 with the eyes straight above the mouth, about ±90 on its side."""
+        eyes = (self.landmarks[RIGHT_EYE_OUTER] + self.landmarks[LEFT_EYE_OUTER]) / 2
+        mouth = (self.landmarks[MOUTH_UPPER] + self.landmarks[MOUTH_LOWER]) / 2
+        dx, dy = eyes - mouth
+        return math.degrees(math.atan2(float(dx), float(-dy)))
 
 
 class FaceBackend(Protocol):
@@ -89,6 +126,8 @@ class MediapipeBackend:
     DETECT_SIZE = 640  # longest side of the copy (or tile) the full-range detector sees
     MAX_FACES = 12  # every face of a group selfie gets made up; the cap bounds the work per photo
     CROP_SCALE = 2.2  # crop side relative to the detector's box: the mesh wants some context
+    ORIENTATION_CROP_SCALE = 2.0  # crop side relative to the landmarks' box, for the orientation check
+    ORIENTATION_SIZE = 128  # the short-range detector's own input size
 
     def __init__(self, working_size: int = 192) -> None:
         from mediapipe.python.solutions import face_detection, face_mesh
@@ -105,10 +144,11 @@ class MediapipeBackend:
             self._mesh_one = face_mesh.FaceMesh(
                 static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.4
             )
+            self._orientation = face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.05)
             # The graphs open their models on their own threads, which log as they do: one run each
             # waits for that inside the quiet window.
             blank = np.zeros((64, 64, 3), np.uint8)
-            for graph in (self._detector, self._mesh_all, self._mesh_one):
+            for graph in (self._detector, self._mesh_all, self._mesh_one, self._orientation):
                 graph.process(blank)
         # The mesh logs one more notice the first time it places landmarks on a face.
         self._quiet_until_a_face = True
@@ -131,7 +171,31 @@ class MediapipeBackend:
                 for face in self._mesh(self._mesh_one, rgb, box, self._crop_size):
                     if not any(_overlaps(face, other) for other in faces):
                         faces.append(face)
-        return sorted(faces, key=lambda f: f.area, reverse=True)
+        return sorted((self._inspected(rgb, face) for face in faces), key=lambda f: f.area, reverse=True)
+
+    def _inspected(self, rgb: np.ndarray, face: Face) -> Face:
+        """The face with what the photo shows of it measured (see `Face`); the orientation check,
+        the costly one, only for a face that could otherwise be made up."""
+        face = replace(face, luma=landmark_luma(rgb, face), features_visible=features_visible(rgb, face))
+        if face.inter_ocular >= MIN_INTER_OCULAR_PX and abs(face.yaw_deg) <= MAX_YAW_DEG:
+            face = replace(
+                face, upside_down=abs(face.roll_deg) <= MAX_ROLL_DEG and self._upside_down(rgb, face)
+            )
+        return face
+
+    def _upside_down(self, rgb: np.ndarray, face: Face) -> bool:
+        """Whether the face reads better turned over. The mesh fits an upright face onto an upside-down
+        one (its lip points on the brows), so its landmarks cannot tell. The short-range detector can:
+        shown the face's crop above the same crop turned 180 degrees, in one run, it scores the upright
+        one higher (by 0.07 or more, both ways round, on every shared photo)."""
+        crop = square_crop(rgb, face.bbox, self.ORIENTATION_CROP_SCALE, self.ORIENTATION_SIZE)
+        result = self._orientation.process(np.vstack([crop, crop[::-1, ::-1]]))
+        scores = [0.0, 0.0]  # best score in the top half (as taken) and the bottom half (turned)
+        for detection in result.detections or []:
+            box = detection.location_data.relative_bounding_box
+            half = int(box.ymin + box.height / 2 >= 0.5)
+            scores[half] = max(scores[half], detection.score[0])
+        return scores[1] > scores[0]
 
     def _mesh(self, mesh: Any, rgb: np.ndarray, box: tuple[int, int, int, int], size: int) -> list[Face]:
         """Faces the mesh finds in `box` of the photo, seen at most `size` pixels wide."""
@@ -215,6 +279,44 @@ def shrink(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, target, interpolation=cv2.INTER_AREA)
 
 
+def square_crop(rgb: np.ndarray, box: tuple[int, int, int, int], scale: float, size: int) -> np.ndarray:
+    """A size x size copy of the square `scale` times the box's longer side around its centre
+    (clipped to the photo), shrunk in the two steps of `shrink`."""
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = box
+    half = scale * max(x1 - x0, y1 - y0) / 2
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left, top = max(0, int(cx - half)), max(0, int(cy - half))
+    right, bottom = min(w, max(left + 1, int(cx + half))), min(h, max(top + 1, int(cy + half)))
+    region = shrink(rgb[top:bottom, left:right], 2 * size)
+    return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def landmark_luma(rgb: np.ndarray, face: Face) -> float:
+    """Median 8-bit luma of the photo at the face's landmarks: how much light is on the face."""
+    h, w = rgb.shape[:2]
+    xs = np.clip(np.rint(face.landmarks[:, 0]).astype(np.intp), 0, w - 1)
+    ys = np.clip(np.rint(face.landmarks[:, 1]).astype(np.intp), 0, h - 1)
+    return float(np.median(rgb[ys, xs].astype(np.float32) @ LUMA_WEIGHTS))
+
+
+def features_visible(rgb: np.ndarray, face: Face) -> bool:
+    """Whether both eyes and the lips show texture in the photo: on a blank area (a transparent face
+    composited on white) the mesh can still guess a face from the head around it."""
+    h, w = rgb.shape[:2]
+    for ring in FEATURE_RINGS:
+        points = face.landmarks[list(ring)]
+        x0, y0 = np.maximum(np.floor(points.min(axis=0)).astype(int), 0)
+        x1, y1 = np.ceil(points.max(axis=0)).astype(int) + 1
+        box = rgb[y0 : min(y1, h), x0 : min(x1, w)]
+        if box.size == 0:
+            return False
+        gray = cv2.cvtColor(np.ascontiguousarray(box), cv2.COLOR_RGB2GRAY)
+        if cv2.meanStdDev(gray)[1][0, 0] < MIN_FEATURE_TEXTURE:
+            return False
+    return True
+
+
 def _covers(face: Face, box: tuple[int, int, int, int]) -> bool:
     """Whether the centre of a detector box lies on an already found face."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -240,12 +342,31 @@ def usable_faces(faces: list[Face], role: Role) -> list[Face]:
     """The faces to make up (selfie: all usable ones; reference: the largest), or a typed error
     saying what is wrong with which photo."""
     photo = "selfie" if role == "selfie" else "reference photo"
+    no_face = NoFaceError(
+        f"I couldn't find a face in your {photo}. Please send a clear, well-lit photo.", role
+    )
     if not faces:
-        raise NoFaceError(
-            f"I couldn't find a face in your {photo}. Please send a clear, well-lit photo.", role
-        )
+        raise no_face
     candidates = faces if role == "selfie" else faces[:1]
-    big = [f for f in candidates if f.inter_ocular >= MIN_INTER_OCULAR_PX]
+    lit = [f for f in candidates if f.luma is None or f.luma >= MIN_FACE_LUMA]
+    if not lit:
+        subject = "Your selfie" if role == "selfie" else "The reference photo"
+        raise TooDarkError(
+            f"{subject} is too dark: I can hardly see the face. Please send one taken in better light.", role
+        )
+    # Before the blank-feature check: on an upside-down face the mesh's eye and lip rings may lie on
+    # bare skin, and "turn it upright" is the useful answer.
+    upright = [f for f in lit if abs(f.roll_deg) <= MAX_ROLL_DEG and not f.upside_down]
+    if not upright:
+        raise RotatedFaceError(
+            f"The face in your {photo} is upside down or on its side. "
+            "Please turn the photo upright and send it again.",
+            role,
+        )
+    visible = [f for f in upright if f.features_visible]
+    if not visible:
+        raise no_face
+    big = [f for f in visible if f.inter_ocular >= MIN_INTER_OCULAR_PX]
     if not big:
         raise FaceTooSmallError(
             f"The face in your {photo} is too small. Please send a closer photo of the face.", role

@@ -36,6 +36,13 @@ pillow_heif.register_heif_opener()  # so the corpus can write HEIC even without 
 LIMITS = EngineSettings()
 OK = frozenset({"ok"})
 NO_USABLE_FACE = frozenset({"no_face", "face_too_small"})
+# What the engine's answer for each face refusal says, whichever photo it names.
+FACE_REFUSALS = {
+    "no_face": "I couldn't find a face in your",
+    "face_too_small": "is too small",
+    "too_dark": "is too dark",
+    "rotated_face": "is upside down or on its side",
+}
 
 
 @dataclass(frozen=True)
@@ -602,6 +609,50 @@ def avif_face() -> Upload:
 def bmp_face() -> Upload:
     data = encode(Image.fromarray(face_rgb(SELFIE)), "BMP")
     return decoded("selfie.bmp", data, face_rgb(SELFIE), 0.0, faces=1)
+
+
+@photo
+def upside_down_face() -> Upload:
+    """The mesh takes it for an upright face (lip points on the brows): refused, never painted."""
+    turned = np.ascontiguousarray(face_rgb(SELFIE)[::-1, ::-1])
+    data = encode(Image.fromarray(turned), "PNG")
+    return decoded("upside_down.png", data, turned, 0.0, engine=frozenset({"rotated_face"}))
+
+
+@photo
+def sideways_face() -> Upload:
+    turned = np.ascontiguousarray(np.rot90(face_rgb(SELFIE)))
+    data = encode(Image.fromarray(turned), "PNG")
+    return decoded("sideways.png", data, turned, 0.0, engine=frozenset({"rotated_face"}))
+
+
+@photo
+def near_black_face() -> Upload:
+    """A face at 7 % brightness: once made up with glowing colours."""
+    dark = np.round(face_rgb(SELFIE) * 0.07).astype(np.uint8)
+    data = encode(Image.fromarray(dark), "PNG")
+    return decoded("night.png", data, dark, 0.0, engine=frozenset({"too_dark"}))
+
+
+@photo
+def dim_face() -> Upload:
+    """At 30 % brightness a face is still made up."""
+    dim = np.round(face_rgb(SELFIE) * 0.3).astype(np.uint8)
+    data = encode(Image.fromarray(dim), "PNG")
+    return decoded("dim.png", data, dim, 0.0, faces=1)
+
+
+@photo
+def transparent_face() -> Upload:
+    """An RGBA photo whose face is cut out (transparent, so white): the mesh still guesses a face from
+    the head around the hole, with its lips and an eye on the blank. Once painted there."""
+    rgb = face_rgb(SELFIE)
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    hole = ((yy - 150) / 68) ** 2 + ((xx - 180) / 60) ** 2 <= 1
+    alpha = np.where(hole, 0, 255).astype(np.uint8)
+    data = encode(Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA"), "PNG")
+    return decoded("cutout_face.png", data, over_white(rgb, alpha), 0.0, engine=frozenset({"no_face"}))
 
 
 @photo

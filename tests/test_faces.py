@@ -10,10 +10,18 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import FaceTooSmallError, NoFaceError, ProfileFaceError
+from engine.errors import (
+    FaceTooSmallError,
+    NoFaceError,
+    ProfileFaceError,
+    RotatedFaceError,
+    TooDarkError,
+)
 from engine.faces import N_LANDMARKS, make_face, to_ibug68, usable_faces
+from engine.images import load_image
 from tests.conftest import NON_FACE_FILES, REPO_ROOT
-from tests.engine_helpers import backend, faces, photo
+from tests.engine_helpers import LIMITS, backend, faces, photo
+from tests.hostile_images import item
 
 IMAGE_SUFFIXES = {".jpg", ".png"}
 
@@ -39,6 +47,58 @@ def test_a_photo_without_a_face_raises_no_face(name):
         usable_faces(faces(name), role)
     assert raised.value.role == role
     assert ("selfie" if role == "selfie" else "reference photo") in raised.value.user_message
+
+
+def test_every_shared_face_is_usable_both_as_selfie_and_as_reference(faces_dir):
+    """The checks for dark, blank and upside-down faces refuse none of the real photos."""
+    names = sorted(p.name for p in faces_dir.glob("*/*") if p.suffix in IMAGE_SUFFIXES)
+    for name in sorted(set(names) - NON_FACE_FILES):
+        found = list(faces(name))
+        assert usable_faces(found, "selfie") and usable_faces(found, "reference"), name
+        assert all(abs(face.roll_deg) < 30 and face.luma is not None and face.luma > 60 for face in found)
+
+
+UPRIGHT = ["sm_source_01.jpg", "elegant_ref_02.png", "shmt_source_02.jpg", "fr_ref_01.jpg", "tmw_ref_01.jpg"]
+
+
+@pytest.mark.parametrize("name", UPRIGHT)
+@pytest.mark.parametrize("role", ["selfie", "reference"])
+def test_an_upside_down_face_is_refused_not_made_up(name, role):
+    """The mesh fits an upright face onto an upside-down one, lip points on the brows: the
+    orientation check catches it, whichever photo it is."""
+    found = backend().detect(np.ascontiguousarray(photo(name)[::-1, ::-1]))
+    assert found and found[0].upside_down
+    with pytest.raises(RotatedFaceError) as raised:
+        usable_faces(found, role)
+    assert raised.value.role == role and "upside down" in raised.value.user_message
+    assert not faces(name)[0].upside_down
+
+
+def test_a_sideways_face_is_refused_by_its_tilt():
+    found = backend().detect(np.ascontiguousarray(np.rot90(photo("sm_source_01.jpg"))))
+    assert abs(abs(found[0].roll_deg) - 90) < 15
+    with pytest.raises(RotatedFaceError):
+        usable_faces(found, "selfie")
+
+
+@pytest.mark.parametrize("name", UPRIGHT)
+def test_a_near_black_face_is_too_dark_and_a_dim_one_is_fine(name):
+    image = photo(name).astype(np.float32)
+    dark = backend().detect(np.round(image * 0.07).astype(np.uint8))
+    assert dark, "the mesh still finds the face: it must not be made up"
+    with pytest.raises(TooDarkError) as raised:
+        usable_faces(dark, "reference")
+    assert raised.value.user_message.startswith("The reference photo is too dark")
+    dim = backend().detect(np.round(image * 0.3).astype(np.uint8))
+    assert usable_faces(dim, "selfie")
+
+
+def test_a_face_cut_out_of_a_transparent_photo_is_no_face():
+    image = load_image(item("transparent_face").data, **LIMITS)
+    found = backend().detect(image)
+    assert found and not found[0].features_visible  # the mesh guessed a face onto the blank hole
+    with pytest.raises(NoFaceError):
+        usable_faces(found, "selfie")
 
 
 @pytest.mark.parametrize(("name", "count"), [("fr_source_03.jpg", 2), ("dlib_source_01.jpg", 3)])

@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.engine_process import EngineProcess
 from engine.errors import EngineError
-from engine.faces import usable_faces
 from engine.images import load_image
 from facelab.commands import serve as serve_command
 from facelab.logs import setup_logging
@@ -50,7 +49,7 @@ from tests import test_telegram_e2e
 from tests.conftest import free_port
 from tests.fake_telegram import TOKEN, ApiCall, FakeTelegram
 from tests.fake_telegram import User as TelegramUser
-from tests.hostile_images import HostileImage, corpus
+from tests.hostile_images import FACE_REFUSALS, HostileImage, corpus
 from tests.test_telegram_e2e import (
     ALICE,
     BOB,
@@ -421,12 +420,10 @@ def expected_answer(item: HostileImage, limits: Settings) -> Callable[[ApiCall],
         except EngineError as refusal:
             gate_message = refusal.user_message
         return lambda call: call.params.get("text") == gate_message
-    try:
-        usable_faces([], "selfie")
-    except EngineError as refusal:
-        no_face = refusal.user_message
-    too_small = "The face in your selfie is too small."
-    return lambda call: call.params.get("text") == no_face or too_small in call.params.get("text", "")
+    phrases = [FACE_REFUSALS[kind] for kind in item.expect.engine]
+    return lambda call: (
+        "selfie" in call.params.get("text", "") and any(phrase in call.params["text"] for phrase in phrases)
+    )
 
 
 def peak_rss_mb(pid: int | str = "self") -> float:
