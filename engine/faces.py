@@ -286,7 +286,8 @@ def square_crop(rgb: np.ndarray, box: tuple[int, int, int, int], scale: float, s
     x0, y0, x1, y1 = box
     half = scale * max(x1 - x0, y1 - y0) / 2
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    left, top = max(0, int(cx - half)), max(0, int(cy - half))
+    # At least one pixel, even for landmarks the mesh extrapolated past the frame.
+    left, top = min(max(0, int(cx - half)), w - 1), min(max(0, int(cy - half)), h - 1)
     right, bottom = min(w, max(left + 1, int(cx + half))), min(h, max(top + 1, int(cy + half)))
     region = shrink(rgb[top:bottom, left:right], 2 * size)
     return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
