@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from engine.errors import Role
+
 # Regions a caller may name; each maps to a feathered landmark mask in engine/regions.py.
 REGIONS: tuple[str, ...] = ("lips", "eyes", "brows", "blush", "skin")
 
@@ -50,6 +52,23 @@ class MakeupResult:
     # The reference wears more than this mode carried (face paint in natural mode): the bot says so
     # and offers the full look.
     paint_left_out: bool = False
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What a quick look at one photo found (`PhotoInspector.inspect`): it decodes and has a usable
+    face. `makeup` scores how made up that face looks, from 0 (bare) upwards (see engine/makeup_score.py):
+    comparable between photos, so a caller can tell which of two is the made-up reference."""
+
+    faces: int
+    makeup: float
+
+
+class PhotoInspector(Protocol):
+    """Checks one photo in a few milliseconds, before any try-on is queued; raises the same
+    engine.errors.EngineError subclasses `MakeupEngine.apply` would for that photo."""
+
+    def inspect(self, data: bytes, role: Role) -> Inspection: ...
 
 
 class MakeupEngine(Protocol):

@@ -13,11 +13,12 @@ import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from engine.api import REGIONS, MakeupRequest, MakeupResult
+from engine.api import REGIONS, Inspection, MakeupRequest, MakeupResult
 from engine.errors import Role
 from engine.faces import FaceBackend, MediapipeBackend, usable_faces
 from engine.images import encode_image, load_image
 from engine.looks import LookMakeup, get_look
+from engine.makeup_score import makeup_score
 from engine.transfer import (
     MIRROR_FROM_YAW,
     Makeup,
@@ -88,6 +89,13 @@ class EmbeddedEngine:
             data = encode_image(made_up.image, fmt=request.output_format)
         h, w = made_up.image.shape[:2]
         return MakeupResult(data, w, h, made_up.faces, timings)
+
+    def inspect(self, data: bytes, role: Role) -> Inspection:
+        """Decode a photo and find its faces (a few ms at selfie sizes), raising what `apply` would
+        raise for it; scores how made up its largest usable face looks."""
+        rgb = self._load(data, role)
+        faces = usable_faces(self.backend.detect(rgb), role)
+        return Inspection(faces=len(faces), makeup=makeup_score(rgb, faces[0]))
 
     def prepare_reference(self, rgb: np.ndarray) -> ReferenceFace:
         """Analyse a reference photo once (its largest face); reusable for any number of selfies."""
