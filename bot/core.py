@@ -35,6 +35,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
@@ -42,8 +43,9 @@ from bot.admin import AdminCommands
 from bot.limits import Gatekeeper, Requester
 from bot.metrics import Metrics
 from bot.queue import Job, JobQueue, QueueError, Ticket
-from engine.api import MODES, MakeupRequest, MakeupResult
+from engine.api import MODES, Inspection, MakeupRequest, MakeupResult, PhotoInspector
 from engine.compare import before_after
+from engine.embedded import EmbeddedEngine
 from engine.errors import EngineError
 from engine.looks import load_looks
 from facelab.settings import Settings
@@ -75,6 +77,9 @@ FIRST_ACTION_AFTER_S = 1.0
 # Expired photos leave memory on timers set this much later than their deadline, so that the clock
 # which decides expiry always agrees the deadline has passed when the timer fires.
 EXPIRY_MARGIN_S = 1.0
+# Two uncaptioned photos are put in the other order when the first looks made up by this much more
+# than the second (engine.makeup_score: about 1 per clearly made-up feature); closer, order decides.
+ORDER_BY_MAKEUP_MARGIN = 1.5
 
 # How users read each look mode (engine.api.MODES; capitalised on buttons), and /mode's explanations.
 MODE_NAMES = {"natural": "natural look", "full": "full look"}
@@ -169,6 +174,7 @@ class _Pending:
     reference: bytes | None = None
     look: str | None = None
     selfie_guessed: bool = False  # the selfie came without a caption saying so
+    selfie_makeup: float = 0.0  # how made up the selfie looks (engine.makeup_score)
 
 
 @dataclass
@@ -223,7 +229,9 @@ class Core:
     `clock` (monotonic seconds) times photo expiry and the result cache; `album_settle_s` is how
     long an album waits for more photos after its latest one. `gatekeeper` admits or refuses each
     try-on (by default the configured limits); `metrics` counts jobs (`facelab serve` shares its own
-    with the /metrics endpoint).
+    with the /metrics endpoint). `inspector` checks each photo as it arrives (by default the
+    embedded engine, on a thread of its own: the bot process then holds a face detector too, about
+    100 MB, so that a bad photo is answered at once rather than after its partner arrives).
     """
 
     def __init__(
@@ -236,6 +244,7 @@ class Core:
         album_settle_s: float = 1.0,
         gatekeeper: Gatekeeper | None = None,
         metrics: Metrics | None = None,
+        inspector: PhotoInspector | None = None,
     ) -> None:
         self._settings = settings.bot
         self._retention_days = settings.database.retention_days
@@ -243,6 +252,9 @@ class Core:
         self._admin = AdminCommands(settings.access, storage)
         self._metrics = metrics or Metrics()
         self._engine_settings = settings.engine
+        self._inspector = inspector or EmbeddedEngine(settings.engine)
+        # One thread: the face detector's graph must not run twice at once.
+        self._inspecting = ThreadPoolExecutor(1, thread_name_prefix="inspect")
         self._queue = queue
         self._storage = storage
         self._clock = clock
@@ -348,6 +360,10 @@ class Core:
             return
         await handler(origin, args.strip())
 
+    async def on_unusable(self, origin: Origin) -> None:
+        """A message with nothing to work with (a sticker, voice, a location, small talk): a hint."""
+        await self._reply(origin, UNUSABLE_HINT)
+
     async def on_button(self, origin: Origin, data: str) -> str:
         """Someone pressed a `Button`; `origin` is the presser and the message the button is on.
         Returns a short notice for the presser only (Telegram's callback answer, Discord's
@@ -394,20 +410,34 @@ class Core:
 
     # -- collecting photos ----------------------------------------------------------------------------
 
-    async def _collect(self, origin: Origin, image: bytes, wanted: _Caption) -> None:
+    async def _collect(
+        self, origin: Origin, image: bytes, wanted: _Caption, inspection: Inspection | None = None
+    ) -> None:
+        """One photo towards a pair. `inspection`: the photo was checked already (an album's)."""
         pending = self._pending_for(origin)
         role = wanted.role or ("selfie" if pending.selfie is None else "reference")
+        if inspection is None and (inspection := await self._inspect(origin, image, role)) is None:
+            return  # the user was told what is wrong with this photo; the other one stays
+        note = ""
         if role == "selfie":
             if wanted.role and pending.selfie_guessed and pending.reference is None and pending.look is None:
                 pending.reference = pending.selfie  # "me" on the second photo: the first was the reference
             pending.selfie, pending.selfie_guessed = image, wanted.role is None
+            pending.selfie_makeup = inspection.makeup
         else:
             pending.reference, pending.look = image, None
+            if wanted.role is None and pending.selfie_guessed:
+                # Neither photo said what it is: the more made-up one is the reference.
+                if pending.selfie_makeup - inspection.makeup >= ORDER_BY_MAKEUP_MARGIN:
+                    pending.selfie, pending.reference = image, pending.selfie
+                    note = SWAPPED_NOTE.format(selfie="second", reference="first")
+                else:
+                    note = ORDER_NOTE.format(selfie="first", reference="second")
         if wanted.look is not None:
             pending.reference, pending.look = None, wanted.look
         self._touch(origin, pending)
         if pending.selfie is not None and (pending.reference is not None or pending.look is not None):
-            await self._run_pending(origin)
+            await self._run_pending(origin, note)
             return
         if role == "selfie":
             await self._reply(
@@ -425,10 +455,19 @@ class Core:
             pending = self._pending[origin.conversation] = _Pending(touched=self._clock())
         return pending
 
-    async def _run_pending(self, origin: Origin) -> None:
+    async def _inspect(self, origin: Origin, image: bytes, role: Role) -> Inspection | None:
+        """Check a photo as it arrives; None after telling the user what is wrong with it."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._inspecting, self._inspector.inspect, image, role)
+        except EngineError as error:
+            await self._reply(origin, error.user_message)
+            return None
+
+    async def _run_pending(self, origin: Origin, note: str = "") -> None:
         pending = self._pending.pop(origin.conversation)
         assert pending.selfie is not None
-        await self._submit(origin, pending.selfie, reference=pending.reference, look=pending.look)
+        await self._submit(origin, pending.selfie, reference=pending.reference, look=pending.look, note=note)
 
     async def _run_reply_pair(self, origin: Origin, image: bytes, replied: bytes, role: Role | None) -> None:
         self._pending.pop(origin.conversation, None)
@@ -469,9 +508,29 @@ class Core:
         first_role = _read_caption(first_caption).role
         second_role = _read_caption(second_caption).role
         swapped = first_role == "reference" or second_role == "selfie"
+        guessed = first_role is None and second_role is None
+        # Checked in their likely roles; a bad one is explained and the good one kept, as if sent alone.
+        checks = [
+            await self._inspect(origin, first, "reference" if swapped else "selfie"),
+            await self._inspect(origin, second, "selfie" if swapped else "reference"),
+        ]
+        if None in checks:
+            for (image, caption), inspection in zip(photos, checks, strict=True):
+                if inspection is not None:
+                    await self._collect(origin, image, _read_caption(caption), inspection)
+            return
+        first_check, second_check = checks
+        assert first_check is not None and second_check is not None
+        note = ""
+        if guessed:
+            swapped = first_check.makeup - second_check.makeup >= ORDER_BY_MAKEUP_MARGIN
+            template = SWAPPED_NOTE if swapped else ORDER_NOTE
+            note = template.format(
+                selfie="second" if swapped else "first", reference="first" if swapped else "second"
+            )
         selfie, reference = (second, first) if swapped else (first, second)
         self._pending.pop(origin.conversation, None)
-        await self._submit(origin, selfie, reference=reference)
+        await self._submit(origin, selfie, reference=reference, note=note)
 
     # -- running jobs ---------------------------------------------------------------------------------
 
@@ -484,34 +543,41 @@ class Core:
         look: str | None = None,
         strength: int | None = None,
         mode: str | None = None,
+        note: str = "",
     ) -> None:
         if strength is None:
             strength = await self._strength_of(origin)
         if mode is None:
             mode = await self._mode_of(origin)
-        await self._enqueue(origin, _Inputs(selfie, reference, look, strength, mode=mode))
+        inputs = _Inputs(selfie, reference, look, strength, mode=mode)
+        refusal = await self._enqueue(origin, inputs, note=note)
+        if refusal is not None:
+            await self._reply(origin, refusal)
 
-    async def _enqueue(self, origin: Origin, inputs: _Inputs) -> None:
-        """The one place a try-on is admitted: the limits first, then the queue."""
+    async def _enqueue(
+        self, origin: Origin, inputs: _Inputs, *, rerun: bool = False, note: str = ""
+    ) -> str | None:
+        """The one place a try-on is admitted: the limits first, then the queue. Returns what to
+        tell the user when it is refused. `rerun`: the same photos again (a result's button), which
+        count against their own, larger per-minute budget."""
         job = Job(uuid.uuid4().hex, origin.platform, origin.chat_id, origin.user_id, inputs.request())
         requester = Requester(
             origin.platform, origin.user_id, origin.chat_id, group=origin.chat_type == "group"
         )
-        refusal = await self._gatekeeper.admit(requester)
+        refusal = await self._gatekeeper.admit(requester, rerun=rerun)
         if refusal is not None:
             self._record(origin, job.id, UsageStatus.REJECTED, error_kind=refusal.kind)
-            await self._reply(origin, refusal.user_message)
-            return
+            return refusal.user_message
         try:
             ticket = await self._queue.submit(job)
         except QueueError as error:
             self._record(origin, job.id, UsageStatus.REJECTED, error_kind=error.kind)
-            await self._reply(origin, error.user_message)
-            return
+            return error.user_message
         self._in_flight[job.id] = origin.person
-        self._spawn(self._deliver(origin, ticket, inputs))
+        self._spawn(self._deliver(origin, ticket, inputs, note))
+        return None
 
-    async def _deliver(self, origin: Origin, ticket: Ticket, inputs: _Inputs) -> None:
+    async def _deliver(self, origin: Origin, ticket: Ticket, inputs: _Inputs, note: str = "") -> None:
         working = asyncio.create_task(self._show_progress(origin, ticket))
         try:
             result = await ticket.result()
@@ -526,7 +592,7 @@ class Core:
         await self._send_image(
             origin,
             result.image,
-            caption=_describe(inputs, result),
+            caption="\n".join(filter(None, [_describe(inputs, result), note])),
             buttons=self._result_buttons(origin, result_id, inputs, result),
         )
 
@@ -575,6 +641,8 @@ class Core:
             switch = Button(MODE_NAMES[other].capitalize(), f"{other}:{result_id}")
             # The paint left out is what the user most likely wants next: its button comes first.
             buttons.insert(0 if result.paint_left_out else len(buttons), switch)
+            # The photos may have been taken the wrong way round.
+            buttons.append(Button("Swap photos", f"swap:{result_id}"))
         if self._messenger(origin).compresses_images:
             buttons.append(Button("Full resolution", f"file:{result_id}"))
         return buttons
@@ -586,14 +654,23 @@ class Core:
             strength = min(100, max(0, inputs.strength + step))
             if strength == inputs.strength:
                 return f"It is already at {strength}."
-            await self._enqueue(origin, replace(inputs, strength=strength))
-            return f"Making it {'stronger' if step > 0 else 'softer'} ({strength})…"
-        if action == "lips":
-            await self._enqueue(origin, replace(inputs, regions={"lips": 1.0}))
-            return "Putting on the lips only…"
-        if action in MODES and inputs.reference is not None:
-            await self._enqueue(origin, replace(inputs, mode=action))
-            return f"Trying the {MODE_NAMES[action]}…"
+            rerun = replace(inputs, strength=strength)
+            working = f"Making it {'stronger' if step > 0 else 'softer'} ({strength})…"
+        elif action == "lips":
+            rerun, working = replace(inputs, regions={"lips": 1.0}), "Putting on the lips only…"
+        elif action in MODES and inputs.reference is not None:
+            rerun, working = replace(inputs, mode=action), f"Trying the {MODE_NAMES[action]}…"
+        elif action == "swap" and inputs.reference is not None:
+            rerun = replace(inputs, selfie=inputs.reference, reference=inputs.selfie)
+            working = "Swapping: the other photo as your selfie…"
+        else:
+            return await self._result_reply(origin, action, result)
+        # A refused re-run is said in the presser's notice, instead of announcing work that won't happen.
+        return await self._enqueue(origin, rerun, rerun=True) or working
+
+    async def _result_reply(self, origin: Origin, action: str, result: _Result) -> str:
+        """The buttons that send something back without a new try-on."""
+        inputs = result.inputs
         if action == "file":
             await self._send_image(origin, result.image, caption="Full resolution", as_file=True)
             return "Sending the full-resolution file…"
@@ -875,6 +952,16 @@ too; yours is remembered; default {mode})
 /stats       your usage
 /forget      delete everything stored about you
 /privacy     what is stored"""
+
+UNUSABLE_HINT = (
+    "I only work with photos: send your selfie, then a photo of a face wearing the makeup you "
+    "want. /help tells more."
+)
+# Result captions when no caption said which photo is which.
+ORDER_NOTE = "Taken in order: your {selfie} photo as the selfie, the {reference} as the reference."
+SWAPPED_NOTE = (
+    "Your {reference} photo looks made up, so I took it as the reference and the {selfie} as the selfie."
+)
 
 PRIVACY_TEXT = """What Face Lab keeps:
 - Your photos and results: in memory only, never on disk. Unpaired photos are dropped after \

@@ -249,9 +249,10 @@ def fit_upload(image: bytes, limit: int) -> bytes | None:
 
 
 def _is_image(attachment: discord.Attachment) -> bool:
-    if attachment.content_type:
-        return attachment.content_type.startswith("image/")
-    return attachment.filename.lower().endswith((".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"))
+    """Typed files by their type; untyped or generic ones may be photos too (phones send HEIC so):
+    the engine reads the format from their bytes and says what is wrong with one that is not."""
+    kind = attachment.content_type
+    return kind is None or kind == "application/octet-stream" or kind.startswith("image/")
 
 
 class DiscordAdapter:
@@ -317,6 +318,8 @@ class FaceLabClient(discord.Client):
         if not photos:
             if message.guild is None and message.attachments:
                 await message.reply("That is not an image. Send me photos: JPEG, PNG, WebP or HEIC.")
+            elif message.guild is None:  # small talk, a sticker: a hint beats silence
+                await self.core.on_unusable(self.messenger.origin_for_message(message))
             return
         replied = await self._replied_photo(message)
         in_server = message.guild is not None

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage
@@ -101,13 +100,14 @@ class Gatekeeper:
     ) -> Gatekeeper:
         return cls(settings.limits, settings.access, storage, rate_storage_for(settings), clock)
 
-    async def admit(self, requester: Requester) -> Refusal | None:
-        """None when the try-on may run (and then it counts toward the per-minute windows)."""
+    async def admit(self, requester: Requester, *, rerun: bool = False) -> Refusal | None:
+        """None when the try-on may run (and then it counts toward the per-minute windows).
+        `rerun`: the same photos again, counted in the re-run window instead of the try-on one."""
         return (
             self._check_access(requester)
             or await self._check_banned(requester)
-            or await self._check_quotas(requester)
-            or await self._take_rate_slots(requester)
+            or await self._check_quotas(requester, rerun)
+            or await self._take_rate_slots(requester, rerun)
         )
 
     def _check_access(self, requester: Requester) -> Refusal | None:
@@ -120,7 +120,7 @@ class Gatekeeper:
             return Refusal("banned", "Sorry, you have been blocked from using this bot.")
         return None
 
-    async def _check_quotas(self, requester: Requester) -> Refusal | None:
+    async def _check_quotas(self, requester: Requester, rerun: bool) -> Refusal | None:
         now = self._clock()
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         limits, (platform, user_id) = self._limits, requester.user_key
@@ -132,18 +132,36 @@ class Gatekeeper:
             used = await self._storage.count_chat_usage_since(platform, requester.chat_id, midnight)
             if used >= limits.chat_per_day:
                 return _quota_refusal("chat_daily_quota", f"this group's {limits.chat_per_day} try-ons", now)
-        if limits.user_per_minute:
-            # The stored last minute: what an in-memory window forgets in a restart.
+        if limits.user_per_minute and not rerun:
+            # The stored last minute: what an in-memory window forgets in a restart. Re-runs are
+            # stored too; those the re-run window still holds are not new try-ons (after a restart
+            # that window is empty, and the stored minute caps both kinds together).
             used = await self._storage.count_usage_since(platform, user_id, now - timedelta(minutes=1))
-            if used >= limits.user_per_minute:
-                return _rate_refusal("rate_limit", limits.user_per_minute, 60)
+            if used - await self._reruns_in_window(requester) >= limits.user_per_minute:
+                return _rate_refusal("rate_limit", limits.user_per_minute, now + timedelta(minutes=1))
         return None
 
-    async def _take_rate_slots(self, requester: Requester) -> Refusal | None:
-        """Count this try-on in the user's (then the group's) moving window. Each hit is one atomic
-        acquire in the store, so concurrent bot processes cannot both take the last slot."""
+    async def _reruns_in_window(self, requester: Requester) -> int:
+        amount = self._limits.user_reruns_per_minute
+        if not amount:
+            return 0
+        try:
+            stats = await self._rates.get_window_stats(
+                RateLimitItemPerMinute(amount), "rerun", *requester.user_key
+            )
+        except StorageError:
+            return 0
+        return amount - stats.remaining
+
+    async def _take_rate_slots(self, requester: Requester, rerun: bool) -> Refusal | None:
+        """Count this try-on in the user's try-on or re-run window, then the group's. Each hit is one
+        atomic acquire in the store, so concurrent bot processes cannot both take the last slot."""
         windows: list[tuple[str, int, tuple[str, ...]]] = []
-        if self._limits.user_per_minute:
+        if rerun and self._limits.user_reruns_per_minute:
+            windows.append(
+                ("rerun_limit", self._limits.user_reruns_per_minute, ("rerun", *requester.user_key))
+            )
+        elif not rerun and self._limits.user_per_minute:
             windows.append(("rate_limit", self._limits.user_per_minute, ("user", *requester.user_key)))
         if requester.group and self._limits.chat_per_minute:
             windows.append(("chat_rate_limit", self._limits.chat_per_minute, ("chat", *requester.chat_key)))
@@ -153,7 +171,7 @@ class Gatekeeper:
                 if not await self._rates.hit(item, *identifiers):
                     # The moving window's own clock is the wall clock, not self._clock.
                     reset_at = (await self._rates.get_window_stats(item, *identifiers)).reset_time
-                    return _rate_refusal(kind, amount, reset_at - time.time())
+                    return _rate_refusal(kind, amount, datetime.fromtimestamp(math.ceil(reset_at), UTC))
         except StorageError as error:
             # Like the database: an unreachable Redis must not stop try-ons; the daily quotas still hold.
             log.warning("rate-limit store unreachable, admitting without the per-minute window: %r", error)
@@ -169,12 +187,19 @@ def _quota_refusal(kind: str, what: str, now: datetime) -> Refusal:
     )
 
 
-def _rate_refusal(kind: str, amount: int, retry_s: float) -> Refusal:
-    subject = "You are" if kind == "rate_limit" else "This group is"
+_RATE_SUBJECTS = {
+    "rate_limit": "You are sending try-ons",
+    "rerun_limit": "You are re-running your photos",
+    "chat_rate_limit": "This group is sending try-ons",
+}
+
+
+def _rate_refusal(kind: str, amount: int, lifts_at: datetime) -> Refusal:
+    # A clock time rather than "wait 1 min": it stays true however late the message is read.
     return Refusal(
         kind,
-        f"{subject} sending try-ons faster than I allow ({amount} a minute). "
-        f"Please wait {_duration(retry_s)} and send them again.",
+        f"{_RATE_SUBJECTS[kind]} faster than I allow ({amount} a minute). "
+        f"You can go on at {lifts_at:%H:%M:%S} UTC.",
     )
 
 

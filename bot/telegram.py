@@ -52,9 +52,35 @@ from facelab.settings import TelegramSettings
 log = logging.getLogger(__name__)
 
 PLATFORM = "telegram"
-# Image files as documents: by MIME type, plus HEIC/HEIF, which some clients send untyped.
+
+
+class _UntypedDocument(filters.MessageFilter):
+    def filter(self, message: Message) -> bool:
+        return message.document is not None and not message.document.mime_type
+
+
+# Image files as documents: by MIME type, HEIC/HEIF by name, and files with no type or the generic one
+# (phones send HEIC as "x.bin" untyped): the engine reads the format from their bytes.
 IMAGE_DOCUMENT = (
-    filters.Document.IMAGE | filters.Document.FileExtension("heic") | filters.Document.FileExtension("heif")
+    filters.Document.IMAGE
+    | filters.Document.FileExtension("heic")
+    | filters.Document.FileExtension("heif")
+    | filters.Document.MimeType("application/octet-stream")
+    | _UntypedDocument()
+)
+# Messages with nothing the bot can use: answered with a short hint rather than silence.
+UNUSABLE = (
+    filters.Sticker.ALL
+    | filters.VOICE
+    | filters.AUDIO
+    | filters.VIDEO
+    | filters.VIDEO_NOTE
+    | filters.ANIMATION
+    | filters.LOCATION
+    | filters.VENUE
+    | filters.CONTACT
+    | filters.POLL
+    | filters.Dice.ALL
 )
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 NOT_AN_IMAGE = (
@@ -137,6 +163,7 @@ class TelegramAdapter:
         app.add_handler(MessageHandler((filters.PHOTO | IMAGE_DOCUMENT) & addressed, self._on_image))
         app.add_handler(MessageHandler(filters.Document.ALL & addressed, self._on_other_file))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND & addressed, self._on_help))
+        app.add_handler(MessageHandler(UNUSABLE & addressed, self._on_unusable))
         app.add_handler(CallbackQueryHandler(self._on_button))
         app.add_error_handler(self._on_error)
         return app
@@ -223,6 +250,10 @@ class TelegramAdapter:
         if (origin := _origin(update)) is not None:
             await self._core.on_command(origin, "help")
 
+    async def _on_unusable(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if (origin := _origin(update)) is not None:
+            await self._core.on_unusable(origin)
+
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         origin = _origin(update)
@@ -258,6 +289,9 @@ class TelegramAdapter:
             raise _NotDownloaded(_too_large(attachment.file_size, limit))
         try:
             file = await attachment.get_file()
+            # Messages may leave the size out; getFile states it, and it is checked before downloading.
+            if file.file_size is not None and file.file_size > limit:
+                raise _NotDownloaded(_too_large(file.file_size, limit))
             return bytes(await file.download_as_bytearray())
         except BadRequest as error:
             if "too big" in error.message.lower():

@@ -121,6 +121,8 @@ class LimitsSettings(BaseModel):
     """Abuse limits, checked each time a try-on is admitted; 0 turns a limit off."""
 
     user_per_minute: int = Field(default=5, ge=0)
+    # Re-runs of a result's photos (Stronger, Softer, Lips only, Swap): their own per-minute budget.
+    user_reruns_per_minute: int = Field(default=20, ge=0)
     # Counted from stored usage, so it survives restarts; resets at midnight UTC.
     user_per_day: int = Field(default=100, ge=0)
     # Group chats only: all members together.

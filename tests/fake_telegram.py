@@ -141,6 +141,7 @@ class FakeTelegram:
         self._webhook: tuple[str, str | None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self.webhook_statuses: list[int] = []
+        self.downloads: list[str] = []  # file_ids whose bytes were fetched, in order
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._closing = False
@@ -242,21 +243,29 @@ class FakeTelegram:
         chat: Chat,
         data: bytes,
         file_name: str,
-        mime_type: str,
+        mime_type: str | None,
         caption: str | None = None,
         file_size: int | None = None,
+        announce_size: bool = True,
     ) -> dict[str, Any]:
+        """A file. `mime_type` None: sent untyped; `announce_size` False: the message leaves out the
+        size (as Telegram may), which only getFile then states."""
         file_id = self.add_file(data, file_size)
         stored = self._files[file_id]
         message = self._new_message(user, chat, None)
-        message["document"] = {
-            "file_id": file_id,
-            "file_unique_id": stored.unique_id,
-            "file_name": file_name,
-            "mime_type": mime_type,
-            "file_size": stored.size,
-        }
+        document = {"file_id": file_id, "file_unique_id": stored.unique_id, "file_name": file_name}
+        if mime_type is not None:
+            document["mime_type"] = mime_type
+        if announce_size:
+            document["file_size"] = stored.size
+        message["document"] = document
         self._add_caption(message, caption)
+        return self._deliver(message)
+
+    def send_other(self, user: User, chat: Chat, **content: Any) -> dict[str, Any]:
+        """Any other kind of message, its content given as Bot API fields, e.g. location={...}."""
+        message = self._new_message(user, chat, None)
+        message.update(content)
         return self._deliver(message)
 
     def press_button(self, user: User, message: dict[str, Any], data: str) -> str:
@@ -401,6 +410,7 @@ class FakeTelegram:
         stored = self._files.get(file_id)
         if stored is None:
             return web.Response(status=404)
+        self.downloads.append(file_id)
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
     async def _handle_api(self, request: web.Request) -> web.Response:

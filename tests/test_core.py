@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from PIL import Image
 from bot.core import Core, Origin
 from bot.engine_process import EngineProcess
 from bot.queue import JobRunner, LocalJobQueue
-from facelab.settings import BotSettings, QueueSettings, Settings
+from facelab.settings import BotSettings, LimitsSettings, QueueSettings, Settings
 from storage import Storage
 from tests.conftest import face_path
 from tests.paint_spotter import PaintSpotter
@@ -35,6 +36,7 @@ REFERENCE = "psgan_ref_01.png"  # 361x361
 REFERENCE_2 = "sm_ref_03.jpg"  # 768x768
 NO_FACE = "dlib_source_02.jpg"
 PAINTED = "sm_ref_01.jpg"  # a Joker: white base, red mouth, painted eyes
+MADE_UP = "elegant_ref_02.png"  # 361x361: strong lipstick, shadow and liner
 
 
 def photo(name: str) -> bytes:
@@ -90,6 +92,7 @@ async def start_bot(
     announce_wait_s: float = 3.0,
     default_mode: str = "natural",
     runner: JobRunner | None = None,
+    limits: LimitsSettings | None = None,
     **queue: int,
 ) -> Bot:
     settings = Settings(
@@ -101,6 +104,7 @@ async def start_bot(
             announce_wait_s=announce_wait_s,
         ),
         queue=QueueSettings(**{"max_size": 100, "per_user": 2, **queue}),
+        limits=limits or LimitsSettings(),
     )
     job_queue = LocalJobQueue(
         runner or engine_process, max_size=settings.queue.max_size, per_user=settings.queue.per_user
@@ -154,8 +158,10 @@ async def test_first_photo_is_the_selfie_and_the_second_the_reference(bot: Bot) 
         "Lips only",
         "Before / after",
         "Full look",
+        "Swap photos",
         "Full resolution",
     ]
+    assert "Taken in order: your first photo as the selfie" in result.text
 
 
 async def test_a_caption_says_which_photo_is_which(bot: Bot) -> None:
@@ -213,6 +219,83 @@ async def test_an_explicit_pair_runs_at_once_with_its_own_strength(bot: Bot) -> 
     assert result.text == "Look: red_lips, strength 35."
     await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE), look="red_lips")
     assert "either a reference photo or a look" in bot.messenger.texts()[-1]
+
+
+async def test_each_photo_is_checked_on_arrival_and_a_bad_one_does_not_cost_the_other(bot: Bot) -> None:
+    pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n"
+    await bot.core.on_photo(user("ann", message="1"), photo(NO_FACE))
+    # Answered before any try-on is queued, naming the photo's role.
+    assert bot.messenger.texts(reply_to="1") == [
+        "I couldn't find a face in your selfie. Please send a clear, well-lit photo."
+    ]
+    await bot.core.on_photo(user("ann", message="2"), photo(SELFIE))
+    assert "Got your selfie" in bot.messenger.texts(reply_to="2")[0]
+    for message, bad in (("3", pdf), ("4", b""), ("5", photo(NO_FACE))):
+        await bot.core.on_photo(user("ann", message=message), bad)
+    assert "looks like a PDF" in bot.messenger.texts(reply_to="3")[0]
+    assert "arrived empty" in bot.messenger.texts(reply_to="4")[0]
+    assert "couldn't find a face in your reference photo" in bot.messenger.texts(reply_to="5")[0]
+    # The selfie is still there: the next good photo completes the pair.
+    await bot.core.on_photo(user("ann", message="6"), photo(REFERENCE))
+    [result] = await bot.messenger.wait_for_images(1)
+    assert size_of(result.image) == size_of(photo(SELFIE))
+    assert not bot.messenger.images()[1:]
+
+    # In a two-photo message, the bad one is explained and the good one waits for a partner.
+    await bot.core.on_photos(user("bob", message="7"), [photo(SELFIE_2), pdf])
+    texts = bot.messenger.texts(reply_to="7")
+    assert "looks like a PDF" in texts[0] and "Got your selfie" in texts[1]
+
+
+async def test_a_made_up_photo_sent_first_is_taken_as_the_reference(bot: Bot) -> None:
+    await bot.core.on_photo(user("ann", message="1"), photo(MADE_UP))
+    await bot.core.on_photo(user("ann", message="2"), photo(SELFIE))
+    # The same in one message (or an album).
+    await bot.core.on_photos(user("bob"), [photo(MADE_UP), photo(SELFIE_2)])
+    results = await bot.messenger.wait_for_images(2)
+    by_chat = {r.chat_id: r for r in results}
+    assert size_of(by_chat["dm-ann"].image) == size_of(photo(SELFIE))
+    assert size_of(by_chat["dm-bob"].image) == size_of(photo(SELFIE_2))
+    assert "Your first photo looks made up, so I took it as the reference" in by_chat["dm-ann"].text
+
+    # Swap puts them the other way round, should the guess be wrong.
+    swap = next(b.data for b in by_chat["dm-ann"].buttons if b.label == "Swap photos")
+    assert await bot.core.on_button(user("ann", message="3"), swap) == (
+        "Swapping: the other photo as your selfie…"
+    )
+    swapped = (await bot.messenger.wait_for_images(3))[-1]
+    assert size_of(swapped.image) == size_of(photo(MADE_UP))
+    assert "looks made up" not in swapped.text
+
+
+async def test_a_refused_rerun_says_so_and_reruns_have_their_own_budget(
+    engine_process: EngineProcess, storage: Storage
+) -> None:
+    limits = LimitsSettings(user_per_minute=2, user_reruns_per_minute=2)
+    bot = await start_bot(engine_process, storage, limits=limits)
+    try:
+        await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
+        [first] = await bot.messenger.wait_for_images(1)
+        more, less, lips = (b.data for b in first.buttons[:3])
+        assert await bot.core.on_button(user("ann"), less) == "Making it softer (50)…"
+        assert await bot.core.on_button(user("ann"), lips) == "Putting on the lips only…"
+        texts_before = list(bot.messenger.texts())
+        notice = await bot.core.on_button(user("ann"), more)
+        # The notice tells the truth, with the time the limit lifts; nothing is announced in the chat.
+        assert re.fullmatch(
+            r"You are re-running your photos faster than I allow \(2 a minute\)\. "
+            r"You can go on at \d\d:\d\d:\d\d UTC\.",
+            notice,
+        )
+        assert bot.messenger.texts() == texts_before
+        await bot.messenger.wait_for_images(3)
+        assert await bot.storage.flush()
+        # The re-runs did not use up the try-ons meant for new photos.
+        await bot.core.on_pair(user("ann"), photo(SELFIE_2), photo(REFERENCE))
+        results = await bot.messenger.wait_for_images(4)
+        assert size_of(results[-1].image) == size_of(photo(SELFIE_2))
+    finally:
+        await stop_bot(bot)
 
 
 # -- pending photos ---------------------------------------------------------------------------------
@@ -394,7 +477,7 @@ async def test_stats_count_jobs_and_forget_deletes_everything(
 async def test_result_buttons_rerun_for_the_requester_only(bot: Bot) -> None:
     await bot.core.on_pair(user("ann", chat="g", message="7"), photo(SELFIE), photo(REFERENCE))
     [first] = await bot.messenger.wait_for_images(1)
-    more, less, lips, compare, _switch, full = (b.data for b in first.buttons)
+    more, less, lips, compare, _switch, _swap, full = (b.data for b in first.buttons)
 
     presser = user("bob", chat="g", message="r1")
     assert await bot.core.on_button(presser, more) == (
@@ -592,9 +675,9 @@ async def test_a_full_queue_and_the_per_user_cap_give_clear_replies(
 
 
 async def test_the_engine_refusing_a_photo_is_explained(bot: Bot) -> None:
-    await bot.core.on_photo(user("ann"), photo(NO_FACE))
-    await bot.core.on_photo(user("ann"), photo(REFERENCE))
-    await bot.messenger.wait_for(lambda: len(bot.messenger.texts()) == 2)
+    # An explicit pair (a slash command, the web form) goes to the engine unchecked.
+    await bot.core.on_pair(user("ann"), photo(NO_FACE), photo(REFERENCE))
+    await bot.messenger.wait_for(lambda: len(bot.messenger.texts()) == 1)
     reply = bot.messenger.texts()[-1]
     assert "face" in reply.lower() and "selfie" in reply.lower()
     assert not bot.messenger.images()

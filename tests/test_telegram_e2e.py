@@ -49,7 +49,7 @@ REFERENCE = "elegant_ref_02.png"
 NO_FACE = "dlib_source_02.jpg"
 CODE_BITS = 6
 BLOCK = 14  # px per code bit: big enough to survive JPEG in the result
-RESULT_BUTTONS = ["more", "less", "lips", "compare", "full", "file"]
+RESULT_BUTTONS = ["more", "less", "lips", "compare", "full", "swap", "file"]
 PAINTED = "sm_ref_01.jpg"  # a Joker
 ALICE, BOB = User(501, "Alice", "alice"), User(502, "Bob")
 GROUP = Chat(-100777, "supergroup", "Makeup club")
@@ -371,17 +371,18 @@ async def test_uncompressed_image_files_png_webp_and_heic(fake: FakeTelegram, bo
     assert read_code(heic_result.upload("photo")) == 13
 
 
-async def test_photo_without_a_face_gets_a_clear_message(fake: FakeTelegram, bot_settings: Settings) -> None:
+async def test_photo_without_a_face_is_answered_on_arrival_and_the_other_kept(
+    fake: FakeTelegram, bot_settings: Settings
+) -> None:
     chat = dm(ALICE)
     async with serving(bot_settings, fake):
-        fake.send_photo(ALICE, chat, photo_file(NO_FACE))
-        reference = fake.send_photo(ALICE, chat, photo_file(REFERENCE))
-        message = await fake.next_call("sendMessage", chat.id, replying_to(reference))
-        # The bot goes on serving the same user.
-        fake.send_photo(ALICE, chat, selfie(21))
-        fake.send_photo(ALICE, chat, photo_file(REFERENCE))
+        first = fake.send_photo(ALICE, chat, selfie(21))
+        await fake.next_call("sendMessage", chat.id, replying_to(first))  # got your selfie
+        faceless = fake.send_photo(ALICE, chat, photo_file(NO_FACE))
+        message = await fake.next_call("sendMessage", chat.id, replying_to(faceless))
+        fake.send_photo(ALICE, chat, photo_file(REFERENCE))  # the selfie was kept
         result = await fake.next_call("sendPhoto", chat.id)
-    assert "couldn't find a face" in message.params["text"]
+    assert "couldn't find a face in your reference photo" in message.params["text"]
     assert read_code(result.upload("photo")) == 21
 
 
@@ -392,13 +393,53 @@ async def test_files_that_are_not_images(fake: FakeTelegram, bot_settings: Setti
         declared = fake.send_document(BOB, chat, pdf, "cv.pdf", "application/pdf")
         refused = await fake.next_call("sendMessage", chat.id, replying_to(declared))
         disguised = fake.send_document(BOB, chat, pdf, "selfie.jpg", "image/jpeg")
-        await fake.next_call("sendMessage", chat.id, replying_to(disguised))  # taken as the selfie
-        reference = fake.send_photo(BOB, chat, photo_file(REFERENCE))
-        engine_refused = await fake.next_call("sendMessage", chat.id, replying_to(reference))
+        engine_refused = await fake.next_call("sendMessage", chat.id, replying_to(disguised))
+        empty = fake.send_document(BOB, chat, b"", "selfie.jpg", "image/jpeg")
+        empty_refused = await fake.next_call("sendMessage", chat.id, replying_to(empty))
     assert "not an image" in refused.params["text"]
     assert "looks like a PDF" in engine_refused.params["text"]
+    assert "arrived empty" in empty_refused.params["text"]
     assert not fake.calls_to("sendPhoto")
     assert len(fake.calls_to("getFile")) == 2  # the declared PDF was never downloaded
+
+
+async def test_an_untyped_heic_named_bin_is_read_from_its_bytes(
+    fake: FakeTelegram, bot_settings: Settings
+) -> None:
+    chat = dm(ALICE)
+    async with serving(bot_settings, fake):
+        fake.send_document(ALICE, chat, selfie(14, fmt="HEIF"), "file_17.bin", None)
+        fake.send_photo(ALICE, chat, photo_file(REFERENCE))
+        result = await fake.next_call("sendPhoto", chat.id)
+    assert read_code(result.upload("photo")) == 14
+
+
+async def test_a_size_stated_only_by_getfile_is_refused_before_downloading(
+    fake: FakeTelegram, tmp_path: Path, shared_engine_queue: None
+) -> None:
+    settings = settings_for(fake, tmp_path, telegram={"max_download_bytes": 2**20})
+    chat = dm(BOB)
+    async with serving(settings, fake):
+        big = fake.send_document(
+            BOB, chat, b"\xff\xd8\xff" + bytes(3 * 2**20), "big.jpg", "image/jpeg", announce_size=False
+        )
+        refusal = await fake.next_call("sendMessage", chat.id, replying_to(big))
+    assert "3 MB" in refusal.params["text"] and "1 MB" in refusal.params["text"]
+    assert len(fake.calls_to("getFile")) == 1 and not fake.downloads
+
+
+async def test_stickers_voice_and_locations_get_a_hint(fake: FakeTelegram, bot_settings: Settings) -> None:
+    chat = dm(ALICE)
+    sticker = {"file_id": "s1", "file_unique_id": "us1", "type": "regular", "width": 512, "height": 512,
+               "is_animated": False, "is_video": False, "emoji": "\U0001f600"}  # fmt: skip
+    async with serving(bot_settings, fake):
+        sent = [
+            fake.send_other(ALICE, chat, sticker=sticker),
+            fake.send_other(ALICE, chat, voice={"file_id": "v1", "file_unique_id": "uv1", "duration": 2}),
+            fake.send_other(ALICE, chat, location={"latitude": 48.85, "longitude": 2.35}),
+        ]
+        hints = [await fake.next_call("sendMessage", chat.id, replying_to(message)) for message in sent]
+    assert all("I only work with photos" in hint.params["text"] for hint in hints)
 
 
 async def test_files_over_the_download_limit_are_refused_without_downloading(
