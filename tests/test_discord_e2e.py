@@ -168,7 +168,14 @@ async def test_makeup_command_defers_then_follows_up_with_the_result_and_buttons
     [(filename, image)] = result.files
     assert filename == "facelab.jpg"
     assert_made_up(image, SELFIE)
-    assert set(custom_ids(result)) == {"Full look", "Stronger", "Softer", "Lips only", "Before / after"}
+    assert set(custom_ids(result)) == {
+        "Full look",
+        "Stronger",
+        "Softer",
+        "Lips only",
+        "Before / after",
+        "Swap photos",
+    }
     assert all(cid.startswith("facelab:") for cid in custom_ids(result).values())
 
 
@@ -259,6 +266,10 @@ async def test_direct_messages_pair_photos_one_at_a_time_and_refuse_other_files(
     fake = stack.fake
     dave = fake.user("dave")
     dm = fake.dm_channel(dave)
+    await fake.send_message(dave, dm, content="hello")
+    await fake.wait_for(
+        lambda c: c.path == f"/channels/{dm.id}/messages" and "I only work with photos" in c.json["content"]
+    )
     await fake.send_message(dave, dm, attachments=[fake.upload("notes.pdf", b"%PDF-1.4", "application/pdf")])
     await fake.wait_for(
         lambda c: c.path == f"/channels/{dm.id}/messages" and "not an image" in c.json["content"]
