@@ -461,6 +461,9 @@ class Core:
         try:
             return await loop.run_in_executor(self._inspecting, self._inspector.inspect, image, role)
         except EngineError as error:
+            fields = {"platform": origin.platform, "chat_type": origin.chat_type, "error_kind": error.kind}
+            log.info("photo refused on arrival", extra=fields)
+            self._metrics.observe_refused_photo(error.kind)
             await self._reply(origin, error.user_message)
             return None
 

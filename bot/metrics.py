@@ -36,7 +36,7 @@ class Metrics:
         )
         self.errors = Counter(
             "facelab_errors",
-            "Failed and refused try-ons by kind (no_face, rate_limit, engine_timeout, ...)",
+            "Failed and refused try-ons, and photos refused on arrival, by kind (no_face, rate_limit, ...)",
             ["kind"],
             registry=self.registry,
         )
@@ -63,6 +63,10 @@ class Metrics:
             self.engine_seconds.observe(record.engine_ms / 1000)
         if record.queue_wait_ms is not None:
             self.queue_wait_seconds.observe(record.queue_wait_ms / 1000)
+
+    def observe_refused_photo(self, kind: str) -> None:
+        """A photo refused as it arrived (not an image, no face, ...): no job, but an error all the same."""
+        self.errors.labels(kind).inc()
 
     async def exposition(self) -> bytes:
         """The Prometheus text format of every metric above, with the queue depth read now."""

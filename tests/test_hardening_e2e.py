@@ -148,7 +148,7 @@ async def test_a_flood_from_one_user_is_rate_limited_and_others_are_served(
             assert read_code((await answer_to(fake, message, "sendPhoto")).upload("photo")) == code
         for message in flood[3:]:
             refusal = (await answer_to(fake, message)).params["text"]
-            assert "faster than I allow (3 a minute)" in refusal and "Please wait" in refusal
+            assert "faster than I allow (3 a minute)" in refusal and "You can go on at" in refusal
         assert read_code((await answer_to(fake, bobs, "sendPhoto")).upload("photo")) == 9
     assert len(fake.calls_to("sendPhoto", ALICE.id)) == 3
 
@@ -346,7 +346,8 @@ async def test_logs_carry_job_fields_but_no_token_or_image_bytes(
     ok_job = next(line for line in lines if "bot.core: job ok" in line)
     assert re.search(r"job_id=[0-9a-f]{32} platform=telegram chat_type=private status=ok", ok_job)
     assert re.search(r"queue_wait_ms=\d+ engine_ms=\d+", ok_job)
-    assert any("status=error error_kind=no_face" in line for line in lines)
+    # The faceless photo was refused on arrival, before any job.
+    assert any("photo refused on arrival" in line and "error_kind=no_face" in line for line in lines)
 
 
 # -- operations ----------------------------------------------------------------------------------------
@@ -362,7 +363,7 @@ async def test_metrics_after_a_run_count_jobs_errors_and_engine_time(
 ) -> None:
     port = free_port()
     settings = configured(
-        fake, tmp_path, metrics=MetricsSettings(port=port), limits=LimitsSettings(user_per_minute=2)
+        fake, tmp_path, metrics=MetricsSettings(port=port), limits=LimitsSettings(user_per_minute=1)
     )
     base = f"http://127.0.0.1:{port}"
     async with serving(settings, fake):
@@ -384,12 +385,14 @@ async def test_metrics_after_a_run_count_jobs_errors_and_engine_time(
         for family in text_string_to_metric_families(exposition)
         for sample in family.samples
     }
-    jobs = {"ok": 2, "error": 1, "rejected": 1}
+    jobs = {"ok": 2, "rejected": 1}
     for outcome, count in jobs.items():
         assert found["facelab_jobs_total", (("platform", "telegram"), ("status", outcome))] == count
+    # The faceless photo was refused on arrival: an error, but no job.
+    assert ("facelab_jobs_total", (("platform", "telegram"), ("status", "error"))) not in found
     assert found["facelab_errors_total", (("kind", "no_face"),)] == 1
     assert found["facelab_errors_total", (("kind", "rate_limit"),)] == 1
-    assert found["facelab_engine_seconds_count", ()] == 3  # the refused one never reached the engine
+    assert found["facelab_engine_seconds_count", ()] == 2  # the refused ones never reached the engine
     assert 0 < found["facelab_engine_seconds_sum", ()] < 60
     assert found["facelab_queue_depth", ()] == 0
 
