@@ -640,12 +640,12 @@ class Core:
             Button("Before / after", f"compare:{result_id}"),
         ]
         if inputs.reference is not None:  # a preset look is the same in either mode
+            # The photos may have been taken the wrong way round.
+            buttons.append(Button("Swap photos", f"swap:{result_id}"))
             other = _other_mode(inputs.mode)
             switch = Button(MODE_NAMES[other].capitalize(), f"{other}:{result_id}")
             # The paint left out is what the user most likely wants next: its button comes first.
             buttons.insert(0 if result.paint_left_out else len(buttons), switch)
-            # The photos may have been taken the wrong way round.
-            buttons.append(Button("Swap photos", f"swap:{result_id}"))
         if self._messenger(origin).compresses_images:
             buttons.append(Button("Full resolution", f"file:{result_id}"))
         return buttons
