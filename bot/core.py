@@ -427,12 +427,9 @@ class Core:
         else:
             pending.reference, pending.look = image, None
             if wanted.role is None and pending.selfie_guessed:
-                # Neither photo said what it is: the more made-up one is the reference.
-                if pending.selfie_makeup - inspection.makeup >= ORDER_BY_MAKEUP_MARGIN:
+                swapped, note = _order_by_makeup(pending.selfie_makeup, inspection.makeup)
+                if swapped:
                     pending.selfie, pending.reference = image, pending.selfie
-                    note = SWAPPED_NOTE.format(selfie="second", reference="first")
-                else:
-                    note = ORDER_NOTE.format(selfie="first", reference="second")
         if wanted.look is not None:
             pending.reference, pending.look = None, wanted.look
         self._touch(origin, pending)
@@ -526,11 +523,7 @@ class Core:
         assert first_check is not None and second_check is not None
         note = ""
         if guessed:
-            swapped = first_check.makeup - second_check.makeup >= ORDER_BY_MAKEUP_MARGIN
-            template = SWAPPED_NOTE if swapped else ORDER_NOTE
-            note = template.format(
-                selfie="second" if swapped else "first", reference="first" if swapped else "second"
-            )
+            swapped, note = _order_by_makeup(first_check.makeup, second_check.makeup)
         selfie, reference = (second, first) if swapped else (first, second)
         self._pending.pop(origin.conversation, None)
         await self._submit(origin, selfie, reference=reference, note=note)
@@ -1017,6 +1010,17 @@ def _describe(inputs: _Inputs, result: MakeupResult) -> str:
             "put it on too, or send /mode full to always get the whole look."
         )
     return caption
+
+
+def _order_by_makeup(first: float, second: float) -> tuple[bool, str]:
+    """Two photos with no caption saying which is which, by their makeup scores: whether to take
+    them the other way round, and what to say about it. Nothing is said when the makeup confirms the
+    order they came in; when it is unclear, which photo was taken for which."""
+    if first - second >= ORDER_BY_MAKEUP_MARGIN:
+        return True, SWAPPED_NOTE.format(selfie="second", reference="first")
+    if second - first >= ORDER_BY_MAKEUP_MARGIN:
+        return False, ""
+    return False, ORDER_NOTE.format(selfie="first", reference="second")
 
 
 def _other_mode(mode: str) -> str:

@@ -267,6 +267,12 @@ async def test_a_made_up_photo_sent_first_is_taken_as_the_reference(bot: Bot) ->
     assert size_of(swapped.image) == size_of(photo(MADE_UP))
     assert "looks made up" not in swapped.text
 
+    # When the makeup confirms the order they came in, nothing needs saying.
+    await bot.core.on_photos(user("cid"), [photo(SELFIE), photo(MADE_UP)])
+    confirmed = (await bot.messenger.wait_for_images(4))[-1]
+    assert size_of(confirmed.image) == size_of(photo(SELFIE))
+    assert confirmed.text == "Makeup from your reference, strength 70."
+
 
 async def test_a_refused_rerun_says_so_and_reruns_have_their_own_budget(
     engine_process: EngineProcess, storage: Storage
