@@ -43,6 +43,7 @@ class MadeUp:
     image: np.ndarray
     faces: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    paint_left_out: bool = False  # the reference wears paint that natural mode did not carry
 
 
 class EmbeddedEngine:
@@ -88,7 +89,7 @@ class EmbeddedEngine:
         with self._timed(timings, "encode"):
             data = encode_image(made_up.image, fmt=request.output_format)
         h, w = made_up.image.shape[:2]
-        return MakeupResult(data, w, h, made_up.faces, timings)
+        return MakeupResult(data, w, h, made_up.faces, timings, made_up.paint_left_out)
 
     def inspect(self, data: bytes, role: Role) -> Inspection:
         """Decode a photo and find its faces (a few ms at selfie sizes), raising what `apply` would
@@ -126,10 +127,14 @@ class EmbeddedEngine:
         preset = get_look(look) if look is not None else None
         with self._timed(timings, "detect"):
             faces = usable_faces(self.backend.detect(selfie), "selfie")
-        strengths = {r: strength * (1.0 if regions is None else regions.get(r, 0.0)) for r in REGIONS}
+        # Paint is the rest of the reference's face, laid on in full mode only.
+        strengths = {
+            r: strength * (1.0 if regions is None else regions.get(r, 0.0)) for r in (*REGIONS, "paint")
+        }
         output = selfie.copy()
+        paint_left_out = mode == "natural" and isinstance(reference, ReferenceFace) and reference.has_paint
         if not any(strengths.values()):
-            return MadeUp(output, len(faces), timings)
+            return MadeUp(output, len(faces), timings, paint_left_out)
         for face in faces:
             crop = crop_face(selfie, face, self.settings.working_size)
             with self._timed(timings, "transfer"):
@@ -139,7 +144,7 @@ class EmbeddedEngine:
                 with self._timed(timings, "align"):
                     warped, valid = warp_reference(reference, crop)
                 with self._timed(timings, "transfer"):
-                    makeup = ReferenceMakeup(layers, warped, valid)
+                    makeup = ReferenceMakeup(layers, warped, valid, reference.lip_colour, mode)
             else:
                 assert preset is not None
                 makeup = LookMakeup(layers, preset)
@@ -147,7 +152,7 @@ class EmbeddedEngine:
                 delta = blend(layers, makeup, strengths)
             with self._timed(timings, "composite"):
                 composite(output, crop, delta)
-        return MadeUp(output, len(faces), timings)
+        return MadeUp(output, len(faces), timings, paint_left_out)
 
     @contextmanager
     def _timed(self, timings: dict[str, float], stage: str) -> Iterator[None]:

@@ -65,7 +65,7 @@ class LookMakeup:
         self.look = look
         self.regions = tuple(look.regions)
 
-    def target(self, region: str, box: Box) -> np.ndarray:
+    def target(self, region: str, box: Box, current: np.ndarray) -> np.ndarray:
         colour = self.look.regions[region]
         structure = self.selfie.structure[box]
         core = self.selfie.masks[region][box] > 0.3

@@ -13,9 +13,11 @@ LIPS_OUTER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 31
 LIPS_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 RIGHT_EYE = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)
 LEFT_EYE = (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249)
-# Upper eyelid from the outer corner to the inner one.
+# Upper and lower eyelid from the outer corner to the inner one.
 RIGHT_UPPER_LID = (33, 246, 161, 160, 159, 158, 157, 173, 133)
 LEFT_UPPER_LID = (263, 466, 388, 387, 386, 385, 384, 398, 362)
+RIGHT_LOWER_LID = (33, 7, 163, 144, 145, 153, 154, 155, 133)
+LEFT_LOWER_LID = (263, 249, 390, 373, 374, 380, 381, 382, 362)
 # Brows: upper edge outer to inner, lower edge outer to inner.
 RIGHT_BROW_UPPER, RIGHT_BROW_LOWER = (70, 63, 105, 66, 107), (46, 53, 52, 65, 55)
 LEFT_BROW_UPPER, LEFT_BROW_LOWER = (300, 293, 334, 296, 336), (276, 283, 282, 295, 285)
@@ -54,25 +56,37 @@ def blur(image: np.ndarray, sigma: float) -> np.ndarray:
 _feather = blur
 
 
-def _eye_shadow_zone(pts: np.ndarray, lid: tuple[int, ...], brow_lower: tuple[int, ...]) -> np.ndarray:
-    """Lid-to-brow polygon, pulled slightly down from the brow so the brow stays clean."""
-    lid_pts = pts[list(lid)]
+def _eye_shadow_zone(
+    pts: np.ndarray, lid: tuple[int, ...], lower_lid: tuple[int, ...], brow_lower: tuple[int, ...]
+) -> np.ndarray:
+    """Where eye makeup goes: from the lower lash line over the lid up to the brow bone (the brow
+    itself stays clean), with a wing past the outer corner and the inner corner included."""
+    lid_pts, lower = pts[list(lid)], pts[list(lower_lid)]
     brow = pts[list(brow_lower)]
-    # Brow lower edge runs outer to inner like the lid; pull it towards the lid's matching points.
+    # Brow lower edge runs outer to inner like the lid; the zone reaches right up to it.
     lid_at_brow = lid_pts[np.linspace(0, len(lid) - 1, len(brow_lower)).round().astype(int)]
-    upper = brow + 0.15 * (lid_at_brow - brow)
-    # A little wing past the outer corner, where shadow and liner are usually extended.
-    wing = lid_pts[0] + 0.25 * (lid_pts[0] - lid_pts[-1])
-    return np.vstack([wing[None], lid_pts, upper[::-1]]).astype(np.float32)
+    upper = brow + 0.05 * (lid_at_brow - brow)
+    outer, inner = lid_pts[0], lid_pts[-1]
+    width = outer - inner
+    # A wing past the outer corner, rising towards the brow's tail, as shadow and liner are drawn.
+    wing = outer + 0.3 * width + 0.25 * (upper[0] - outer)
+    inner_corner = inner - 0.12 * width
+    # The lower lash line: the lower lid pushed down by a fifth of the eye's width.
+    down = np.array([-width[1], width[0]], np.float32) / max(float(np.linalg.norm(width)), 1e-6)
+    if down[1] < 0:
+        down = -down
+    lash_line = lower + 0.2 * float(np.linalg.norm(width)) * down
+    return np.vstack([wing[None], upper, inner_corner[None], lash_line[::-1]]).astype(np.float32)
 
 
 def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[str, np.ndarray]:
-    """Masks for lips, eyes (shadow + liner), brows, blush and skin for one face.
+    """Masks for lips, eyes (shadow + liner), brows, blush, skin and paint (the whole face but eyeballs
+    and the open mouth) for one face.
 
     `pts` are the 478 landmarks in the crop's pixel coordinates; `iod` their inter-ocular distance.
     """
     lips_outer = _fill(shape, pts, [LIPS_OUTER])
-    mouth = _fill(shape, pts, [LIPS_INNER])
+    mouth = _open_mouth(shape, pts, iod)
     eyeballs = _fill(shape, pts, [RIGHT_EYE, LEFT_EYE])
     brows_hard = _fill(
         shape, pts, [RIGHT_BROW_UPPER + RIGHT_BROW_LOWER[::-1], LEFT_BROW_UPPER + LEFT_BROW_LOWER[::-1]]
@@ -82,15 +96,16 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
     lips_soft = blur(lips_outer, 0.02 * iod)
     lips = lips_soft * (1.0 - mouth)
 
-    # Eyes: shadow between lid and brow plus a liner band around the eye; the eyeball stays untouched.
+    # Eyes: lash line to brow bone, wing and inner corner; the eyeball stays untouched.
     zones = np.zeros(shape, np.uint8)
-    for lid, brow in ((RIGHT_UPPER_LID, RIGHT_BROW_LOWER), (LEFT_UPPER_LID, LEFT_BROW_LOWER)):
-        poly = _eye_shadow_zone(pts, lid, brow)
+    for lid, lower, brow in (
+        (RIGHT_UPPER_LID, RIGHT_LOWER_LID, RIGHT_BROW_LOWER),
+        (LEFT_UPPER_LID, LEFT_LOWER_LID, LEFT_BROW_LOWER),
+    ):
+        poly = _eye_shadow_zone(pts, lid, lower, brow)
         cv2.fillPoly(zones, [np.round(poly * _ONE).astype(np.int32)], (255,), cv2.LINE_AA, _SHIFT)
-    liner = cv2.dilate((eyeballs * 255).astype(np.uint8), _disk(0.06 * iod))
-    eyes_zone = np.maximum(zones, liner).astype(np.float32) / 255.0
     brows = blur(cv2.dilate(brows_hard, _disk(0.02 * iod)), 0.025 * iod)
-    eyes_soft = blur(eyes_zone, 0.08 * iod) * (1.0 - brows)
+    eyes_soft = blur(zones.astype(np.float32) / 255.0, 0.05 * iod) * (1.0 - brows)
     eyes = eyes_soft * (1.0 - eyeballs)
 
     blush = np.zeros(shape, np.float32)
@@ -102,10 +117,21 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
 
     # The same soft edges as the feature masks, so skin and features blend without a gap or a seam.
     features = np.maximum.reduce([lips_soft, eyes_soft, eyeballs, brows])
-    skin = (1.0 - features) * _forehead_fade(pts, shape)
-    masks = {"lips": lips, "eyes": eyes, "brows": brows, "blush": blush * skin, "skin": skin}
+    fade = _forehead_fade(pts, shape)
+    skin = (1.0 - features) * fade
+    paint = (1.0 - eyeballs) * (1.0 - mouth) * fade
+    masks = {"lips": lips, "eyes": eyes, "brows": brows, "blush": blush * skin, "skin": skin, "paint": paint}
     oval = _inner_fade(pts, shape, 0.12 * iod)
     return {name: m * oval for name, m in masks.items()}
+
+
+def _open_mouth(shape: tuple[int, int], pts: np.ndarray, iod: float) -> np.ndarray:
+    """The inside of the mouth where it is really open (teeth, tongue): the inner lip outline minus
+    its slivers thinner than a few percent of the eye distance, so the seam between closed lips is
+    lip, not mouth."""
+    inner = (_fill(shape, pts, [LIPS_INNER]) * 255).astype(np.uint8)
+    opened = cv2.morphologyEx(inner, cv2.MORPH_OPEN, _disk(0.025 * iod))
+    return opened.astype(np.float32) / 255.0
 
 
 def _inner_fade(pts: np.ndarray, shape: tuple[int, int], width: float) -> np.ndarray:

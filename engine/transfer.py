@@ -31,22 +31,45 @@ CROP_MARGIN = 0.12  # crop = landmark box grown by this fraction per side
 N_MESH = 468  # the iris points are not part of the triangulation
 MIDLINE_TOP = 168  # between the brows; with the chin it gives the face's midline
 
-# How far the reference may move each region: lightness ratio range, then a* and b* offset ranges.
-# Lips and eyes take the reference's look; blush may only add warmth; on skin the reference adds a
-# small, smooth change only, so hair, hands or glasses covering its skin cannot paint the selfie's.
+# Regions made up with a reference, in the order they are laid on (later ones cover earlier ones).
+NATURAL_REGIONS = ("skin", "blush", "brows", "eyes", "lips")
+FULL_REGIONS = (*NATURAL_REGIONS, "paint")
+# Lips, lids, liner, brows and paint take the reference's own colour (see `pigment_colour`).
+PIGMENT_REGIONS = ("lips", "eyes", "brows", "paint")
+# Regions relative to each face's own skin: lightness ratio range, then a* and b* offset ranges.
+# Blush may only add warmth; on skin the reference adds a small, smooth change only, so hair, hands
+# or glasses covering its skin cannot paint the selfie's; eyes use it where the reference lid is bare.
 Limits = tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
 REGION_LIMITS: dict[str, Limits] = {
-    "lips": ((0.3, 1.6), (-60.0, 60.0), (-60.0, 60.0)),
-    "eyes": ((0.25, 1.05), (-40.0, 40.0), (-40.0, 40.0)),
-    "brows": ((0.3, 1.0), (-5.0, 5.0), (-5.0, 5.0)),
+    "eyes": ((0.6, 1.05), (-15.0, 15.0), (-15.0, 15.0)),
     "blush": ((0.95, 1.02), (0.0, 12.0), (-5.0, 5.0)),
     "skin": ((0.97, 1.03), (-3.0, 3.0), (-3.0, 3.0)),
 }
-MAX_LIGHTEN = {"eyes": 1.08, "brows": 1.0}
+MAX_LIGHTEN = {"eyes": 1.08}
 # Regions whose own shading the selfie keeps: the reference's change is blurred and applied on top.
 SHEER_REGIONS = ("blush", "skin")
 # Opacity of each region at strength 1: foundation and blush stay sheer.
-REGION_OPACITY: dict[str, float] = {"lips": 1.0, "eyes": 1.0, "brows": 0.6, "blush": 0.8, "skin": 0.6}
+REGION_OPACITY: dict[str, float] = {
+    "lips": 1.0,
+    "eyes": 1.0,
+    "brows": 0.6,
+    "blush": 0.8,
+    "skin": 0.6,
+    "paint": 1.0,
+}
+# A reference pixel this far (Lab, lightness counted half) from its own bare skin starts to count as
+# pigment, and fully so at the second value.
+PIGMENT_DISTANCE = (6.0, 16.0)
+# Paint's own shading is smoothed away over this fraction of the eye distance (see `_in_selfie_shading`).
+PAINT_SMOOTHING = 0.05
+# A reference whose skin area carries at least this share of paint wears a painted face.
+PAINTED_FACE_SHARE = 0.28
+# Lip shading is measured against its mean over this fraction of the eye distance (see `_lips`).
+LIP_SMOOTHING = 0.08
+# Makeup is never lighter than this many times the selfie's skin at that place (its light), and its
+# chroma never exceeds this many times its lightness: a dim photo cannot glow.
+MAX_LIGHT_GAIN = 2.5
+MAX_CHROMA_PER_L = 2.0
 
 
 @dataclass(frozen=True)
@@ -82,8 +105,9 @@ class Makeup(Protocol):
 
     regions: tuple[str, ...]
 
-    def target(self, region: str, box: Box) -> np.ndarray:
-        """The selfie's structure layers (Lab) wearing this makeup, inside `box`."""
+    def target(self, region: str, box: Box, current: np.ndarray) -> np.ndarray:
+        """The selfie's structure layers (Lab) wearing this makeup, inside `box`; `current` is the
+        face as made up by the regions laid on before this one."""
         ...
 
 
@@ -102,6 +126,13 @@ class ReferenceFace:
     iod: float
     yaw_deg: float
     mirrored: ReferenceFace | None = None
+    paint_share: float = 0.0  # share of its bare-skin area that carries paint, 0 to 1
+    lip_colour: tuple[float, float, float] | None = None  # median Lab of its lips; None: not seen
+
+    @property
+    def has_paint(self) -> bool:
+        """Face paint or a stage base: more than lips and lids, carried only by the full look."""
+        return self.paint_share >= PAINTED_FACE_SHARE
 
 
 def crop_face(rgb: np.ndarray, face: Face, working_size: int) -> FaceCrop:
@@ -141,9 +172,39 @@ def prepare_reference(
     holes = np.zeros(crop.rgb.shape[:2], np.uint8)
     for poly in (LIPS_INNER, RIGHT_EYE, LEFT_EYE):
         cv2.fillPoly(holes, [np.round(crop.pts[list(poly)]).astype(np.int32)], (255,))
-    grown = cv2.dilate(holes, np.ones((3, 3), np.uint8))
+    # Grown well past the mesh's outlines: sclera or teeth left beside a hole would be smeared into it
+    # and painted on the selfie's lids or lips as a pale patch.
+    reach = max(1, round(0.04 * crop.iod))
+    grown = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
     filled = cv2.inpaint(crop.rgb, grown, max(3.0, 0.03 * crop.iod), cv2.INPAINT_TELEA)
-    return ReferenceFace(to_lab(filled), crop.pts, crop.iod, face.yaw_deg, mirrored)
+    lab = to_lab(filled)
+    masks = region_masks(crop.pts, crop.shape, crop.iod)
+    return ReferenceFace(
+        lab,
+        crop.pts,
+        crop.iod,
+        face.yaw_deg,
+        mirrored,
+        _paint_share(lab, masks["skin"], crop),
+        _lip_colour(lab, masks["lips"]),
+    )
+
+
+def _paint_share(lab: np.ndarray, skin: np.ndarray, crop: FaceCrop) -> float:
+    """How much of the face's skin area (lips, lids and brows left out) carries paint."""
+    structure = structure_layers(lab, crop.iod)
+    amount = paint_amount(structure, skin_base(structure, skin > 0.5, crop.pts))
+    return float((amount * skin).sum() / max(float(skin.sum()), 1.0))
+
+
+def _lip_colour(lab: np.ndarray, lips: np.ndarray) -> tuple[float, float, float] | None:
+    """The lipstick's colour: the median over the lips' core, so gloss highlights and the shadow
+    between the lips do not lighten or darken it."""
+    core = lips > 0.5
+    if core.sum() < 20:
+        return None
+    lightness, a, b = np.median(lab[core], axis=0)
+    return float(lightness), float(a), float(b)
 
 
 def analyse_selfie(crop: FaceCrop) -> SelfieLayers:
@@ -235,13 +296,26 @@ def warp_reference(ref: ReferenceFace, crop: FaceCrop) -> tuple[np.ndarray, np.n
     affine maps are solved at once, and one `cv2.remap` samples the reference.
     """
     index = _triangle_index(crop.pts, crop.shape)
-    warped = _sample(ref, crop.pts, index)
+    warped = _sample(_at_scale(ref, crop.iod), crop.pts, index)
     valid = index > 0
     if ref.mirrored is None:
         return warped, valid
     far = _far_half(crop, ref.yaw_deg)
-    blended = warped + cv2.merge([far, far, far]) * (_sample(ref.mirrored, crop.pts, index) - warped)
-    return blended, valid
+    mirrored = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, index)
+    return warped + cv2.merge([far, far, far]) * (mirrored - warped), valid
+
+
+def _at_scale(ref: ReferenceFace, iod: float) -> ReferenceFace:
+    """The reference shrunk to about the selfie face's size: sampling it point-wise at a fraction of
+    its size would alias (glossy highlights and lashes scattered as speckles on a small face)."""
+    factor = iod / max(ref.iod, 1.0)
+    if factor > 0.7:
+        return ref
+    h, w = ref.lab.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    lab = cv2.resize(ref.lab, size, interpolation=cv2.INTER_AREA)
+    ratio = np.array([size[0] / w, size[1] / h], np.float32)
+    return ReferenceFace(lab, (ref.pts + 0.5) * ratio - 0.5, ref.iod * float(ratio[0]), ref.yaw_deg)
 
 
 def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -303,15 +377,28 @@ def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
 
 
 class ReferenceMakeup:
-    """What the reference's makeup adds, aligned to one selfie face: per pixel, the reference's
-    lightness as a ratio to its own base and its chroma as an offset from it."""
+    """The reference's makeup aligned to one selfie face.
 
-    regions = tuple(REGION_LIMITS)
+    Pigments (lipstick, eye shadow, liner, brow colour, paint) are taken as the reference's own colour
+    with its lighting taken out and the selfie's put in: each face's skin base, divided by its median,
+    is that face's light, so a nude shade on a dark selfie looks as that shade looks on that person.
+    How much pigment a pixel carries comes from the reference itself: how far it is from the
+    reference's bare skin (`paint`), so bare reference skin never paints the selfie's. Foundation and
+    blush stay relative to each face's own skin (see SHEER_REGIONS): skin tone never travels.
+    """
 
-    def __init__(self, selfie: SelfieLayers, warped: np.ndarray, valid: np.ndarray) -> None:
+    def __init__(
+        self,
+        selfie: SelfieLayers,
+        warped: np.ndarray,
+        valid: np.ndarray,
+        lip_colour: tuple[float, float, float] | None = None,
+        mode: str = "natural",
+    ) -> None:
         self.selfie = selfie
         ref_structure = structure_layers(warped, selfie.crop.iod)
-        ref_base = skin_base(ref_structure, (selfie.masks["skin"] > 0.5) & valid, selfie.crop.pts)
+        skin = (selfie.masks["skin"] > 0.5) & valid
+        ref_base = skin_base(ref_structure, skin, selfie.crop.pts)
         ratio = ref_structure[:, :, 0] / np.maximum(ref_base[:, :, 0], 1.0)
         offset = ref_structure - ref_base
         # Kept as separate planes, like the selfie's layers below: every per-region step then runs
@@ -322,9 +409,25 @@ class ReferenceMakeup:
         self.smooth_change = tuple(cv2.split(smooth))
         self.structure = tuple(cv2.split(selfie.structure))
         self.base = tuple(cv2.split(selfie.base))
+        self.relight = relighting(ref_base, selfie.base, skin)
+        self.light_cap = np.maximum(selfie.base[:, :, 0], 1.0) * MAX_LIGHT_GAIN
+        self.pigment = tuple(cv2.split(in_light(ref_structure, self.relight, self.light_cap)))
+        self.lip_colour = lip_colour
+        self.paint = paint_amount(ref_structure, ref_base)
         self.outside = np.logical_not(valid).view(np.uint8)
+        self.regions: tuple[str, ...] = FULL_REGIONS if mode == "full" else NATURAL_REGIONS
 
-    def target(self, region: str, box: Box) -> np.ndarray:
+    def target(self, region: str, box: Box, current: np.ndarray) -> np.ndarray:
+        if region in PIGMENT_REGIONS:
+            target = self._pigment_target(region, box, current)
+        else:
+            target = self._relative_target(region, box)
+        # Where the warp is undefined the selfie keeps its own layers.
+        cv2.copyTo(current, self.outside[box], target)
+        return target
+
+    def _relative_target(self, region: str, box: Box) -> np.ndarray:
+        """The reference's change against its own skin, re-applied on the selfie's skin."""
         (l_min, l_max), (a_min, a_max), (b_min, b_max) = REGION_LIMITS[region]
         if region in SHEER_REGIONS:
             # Contour, bronzer or blush on top of the selfie's own skin, never a skin swap.
@@ -335,13 +438,105 @@ class ReferenceMakeup:
         target_a = start_a[box] + _clip(offset_a[box], a_min, a_max)
         target_b = start_b[box] + _clip(offset_b[box], b_min, b_max)
         if region in MAX_LIGHTEN:
-            # Brows are filled and darkened, never erased; lids lighten only a little, so a pale
-            # reference lid cannot paint a light patch on a darker selfie.
+            # Lids lighten only a little where the reference shows bare skin, so a pale reference
+            # lid cannot paint a light patch on a darker selfie.
             target_l = np.minimum(target_l, self.structure[0][box] * MAX_LIGHTEN[region])
-        target = cv2.merge([target_l, target_a, target_b])
-        # Where the warp is undefined the selfie keeps its own layers.
-        cv2.copyTo(self.selfie.structure[box], self.outside[box], target)
-        return target
+        return cv2.merge([target_l, target_a, target_b])
+
+    def _pigment_target(self, region: str, box: Box, current: np.ndarray) -> np.ndarray:
+        if region == "lips":
+            return self._lips(box)
+        pigment = cv2.merge([p[box] for p in self.pigment])
+        if region == "brows":
+            # Brows are filled and darkened, never erased.
+            pigment[:, :, 0] = np.minimum(pigment[:, :, 0], self.structure[0][box])
+            return pigment
+        if region == "eyes":
+            # A lid lightens only as much as the reference's lid is lighter than its own skin (a
+            # highlighter or white liner), never because the reference's skin is lighter.
+            lighten = np.maximum(self.change[0][box], MAX_LIGHTEN["eyes"])
+            pigment[:, :, 0] = np.minimum(pigment[:, :, 0], self.structure[0][box] * lighten)
+        if region == "paint":
+            pigment = self._in_selfie_shading(pigment, box, PAINT_SMOOTHING)
+        # Eyes and paint: pigment where the reference carries some; elsewhere lids take the relative
+        # change and the rest of the face stays as made up so far.
+        amount = self.paint[box]
+        fallback = self._relative_target("eyes", box) if region == "eyes" else current
+        return fallback + cv2.merge([amount, amount, amount]) * (pigment - fallback)
+
+    def _lips(self, box: Box) -> np.ndarray:
+        """Lips are all pigment: the reference's lip colour, whatever it is, in the selfie's light and
+        shaded by the selfie's own lips, so their lines and highlights stay where they are."""
+        if self.lip_colour is None:  # reference lips unseen: their warped colours, smoothed
+            colour = blur(cv2.merge([p[box] for p in self.pigment]), LIP_SMOOTHING * self.selfie.crop.iod)
+        else:
+            colour = np.empty(self.selfie.structure[box].shape, np.float32)
+            colour[:] = self.lip_colour
+            colour = in_light(colour, self.relight[box], self.light_cap[box])
+        inside = (self.selfie.masks["lips"][box] > 0.3).astype(np.float32)
+        sigma = LIP_SMOOTHING * self.selfie.crop.iod
+        own = self.structure[0][box]
+        mean_own = blur(own * inside, sigma) / np.maximum(blur(inside, sigma), 1e-3)
+        colour[:, :, 0] *= _clip(own / np.maximum(mean_own, 1.0), 0.6, 1.4)
+        return colour
+
+    def _in_selfie_shading(self, pigment: np.ndarray, box: Box, smoothing: float) -> np.ndarray:
+        """Paint is drawn on the selfie's face, not the reference's: the reference's colours lose
+        their finer shading (its nose, sockets and wrinkles) and take the selfie's own, which carries
+        the face's shape and so its identity."""
+        sigma = smoothing * self.selfie.crop.iod
+        colour = blur(pigment, sigma)
+        own = self.structure[0][box]
+        colour[:, :, 0] *= _clip(own / np.maximum(blur(own, sigma), 1.0), 0.5, 1.5)
+        return colour
+
+
+def relighting(ref_base: np.ndarray, selfie_base: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """Per pixel, the factor taking the reference's lighting out of its lightness and putting the
+    selfie's in: each face's light is its skin base over that base's median."""
+    ref_l, selfie_l = ref_base[:, :, 0], selfie_base[:, :, 0]
+    ref_light = ref_l / max(float(np.median(ref_l[skin])) if skin.any() else 50.0, 1.0)
+    selfie_light = selfie_l / max(float(np.median(selfie_l[skin])) if skin.any() else 50.0, 1.0)
+    return _clip(selfie_light / np.maximum(ref_light, 0.05), 0.5, 2.0)
+
+
+def in_light(lab: np.ndarray, relight: np.ndarray, light_cap: np.ndarray) -> np.ndarray:
+    """Reference colours (HxWx3 Lab) as they look in the selfie's light, never lighter than
+    `light_cap` and with chroma the lightness can carry: an underexposed photo never glows."""
+    out = lab.copy()
+    lightness = np.minimum(lab[:, :, 0] * relight, light_cap)
+    out[:, :, 0] = lightness
+    chroma = np.sqrt(lab[:, :, 1] ** 2 + lab[:, :, 2] ** 2)
+    fade = np.minimum(1.0, MAX_CHROMA_PER_L * lightness / np.maximum(chroma, 1e-3))
+    out[:, :, 1] *= fade
+    out[:, :, 2] *= fade
+    return out
+
+
+def paint_amount(ref_structure: np.ndarray, ref_base: np.ndarray) -> np.ndarray:
+    """Per pixel, 0 (the reference's bare skin) to 1 (pigment): how far the reference is from its own
+    skin base, or from any skin colour at all (a white or blue painted face has a painted base)."""
+    lightness = ref_structure[:, :, 0] - ref_base[:, :, 0]
+    chroma = ref_structure[:, :, 1:] - ref_base[:, :, 1:]
+    # Lightness differences count half: shading and the crease of a bare lid darken skin too.
+    distance = np.sqrt(0.25 * lightness**2 + (chroma**2).sum(axis=2))
+    departure = _smoothstep(distance, *PIGMENT_DISTANCE)
+    return np.maximum(departure, 1.0 - skin_likeness(ref_structure)).astype(np.float32)
+
+
+def skin_likeness(lab: np.ndarray) -> np.ndarray:
+    """1 for colours human skin takes under ordinary light (any tone), falling to 0 for grey, white,
+    black, blue, green or purple: warm hues at moderate chroma."""
+    a, b = lab[:, :, 1], lab[:, :, 2]
+    chroma = np.sqrt(a**2 + b**2)
+    hue = np.degrees(np.arctan2(b, a))
+    warm = _smoothstep(hue, -5.0, 20.0) * (1.0 - _smoothstep(hue, 80.0, 100.0))
+    return warm * _smoothstep(chroma, 3.0, 9.0)
+
+
+def _smoothstep(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    t = np.clip((x - low) / (high - low), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
 
 
 def _clip(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -350,8 +545,11 @@ def _clip(values: np.ndarray, low: float, high: float) -> np.ndarray:
 
 
 def blend(selfie: SelfieLayers, makeup: Makeup, strengths: Mapping[str, float]) -> np.ndarray:
-    """The RGB change (HxWx3 float32, exactly 0 where nothing changes) for the crop."""
-    change = np.zeros_like(selfie.lab)
+    """The RGB change (HxWx3 float32, exactly 0 where nothing changes) for the crop.
+
+    Regions are laid on in `makeup.regions` order, each over what the earlier ones made, so
+    overlapping soft edges (and paint over lipstick) never add up twice."""
+    made = selfie.structure.copy()
     touched = np.zeros(selfie.lab.shape[:2], bool)
     for region in makeup.regions:
         amount = strengths.get(region, 0.0) * REGION_OPACITY[region]
@@ -359,9 +557,8 @@ def blend(selfie: SelfieLayers, makeup: Makeup, strengths: Mapping[str, float]) 
         if amount <= 0.0 or box[0].start == box[0].stop:
             continue
         weight = amount * selfie.masks[region][box]
-        change[box] += cv2.merge([weight, weight, weight]) * (
-            makeup.target(region, box) - selfie.structure[box]
-        )
+        current = made[box]
+        current += cv2.merge([weight, weight, weight]) * (makeup.target(region, box, current) - current)
         touched[box] |= weight > 0
     delta = np.zeros_like(selfie.lab)
     x, y, w, h = cv2.boundingRect(touched.view(np.uint8))
@@ -370,7 +567,7 @@ def blend(selfie: SelfieLayers, makeup: Makeup, strengths: Mapping[str, float]) 
     # Convert back to RGB only where something changed; the Lab round trip is not exact, so every
     # untouched pixel gets a change of exactly 0 (the mask keeps them out of the subtraction).
     box = slice(y, y + h), slice(x, x + w)
-    made_up = to_rgb(selfie.lab[box] + change[box])
+    made_up = to_rgb(selfie.lab[box] + made[box] - selfie.structure[box])
     keep = touched[box].view(np.uint8)
     cv2.subtract(made_up, selfie.crop.rgb[box], dst=delta[box], mask=keep, dtype=cv2.CV_32F)
     return delta
