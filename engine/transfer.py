@@ -66,9 +66,10 @@ PAINT_SMOOTHING = 0.05
 PAINTED_FACE_SHARE = 0.28
 # Lip shading is measured against its mean over this fraction of the eye distance (see `_lips`).
 LIP_SMOOTHING = 0.08
-# Makeup is never lighter than this many times the selfie's skin at that place (its light), and its
-# chroma never exceeds this many times its lightness: a dim photo cannot glow.
-MAX_LIGHT_GAIN = 2.5
+# Makeup is never lighter than this many times the face's brightest skin (its highlights show how
+# much light the face gets), and its chroma never exceeds this many times its lightness: makeup on
+# a dim photo stays dim instead of glowing.
+MAX_LIGHT_GAIN = 1.05
 MAX_CHROMA_PER_L = 2.0
 
 
@@ -410,7 +411,7 @@ class ReferenceMakeup:
         self.structure = tuple(cv2.split(selfie.structure))
         self.base = tuple(cv2.split(selfie.base))
         self.relight = relighting(ref_base, selfie.base, skin)
-        self.light_cap = np.maximum(selfie.base[:, :, 0], 1.0) * MAX_LIGHT_GAIN
+        self.light_cap = white_point(selfie.structure, selfie.masks["paint"] > 0.3) * MAX_LIGHT_GAIN
         self.pigment = tuple(cv2.split(in_light(ref_structure, self.relight, self.light_cap)))
         self.lip_colour = lip_colour
         self.paint = paint_amount(ref_structure, ref_base)
@@ -458,6 +459,7 @@ class ReferenceMakeup:
             pigment[:, :, 0] = np.minimum(pigment[:, :, 0], self.structure[0][box] * lighten)
         if region == "paint":
             pigment = self._in_selfie_shading(pigment, box, PAINT_SMOOTHING)
+            pigment[:, :, 0] = np.minimum(pigment[:, :, 0], self.light_cap)
         # Eyes and paint: pigment where the reference carries some; elsewhere lids take the relative
         # change and the rest of the face stays as made up so far.
         amount = self.paint[box]
@@ -472,7 +474,7 @@ class ReferenceMakeup:
         else:
             colour = np.empty(self.selfie.structure[box].shape, np.float32)
             colour[:] = self.lip_colour
-            colour = in_light(colour, self.relight[box], self.light_cap[box])
+            colour = in_light(colour, self.relight[box], self.light_cap)
         inside = (self.selfie.masks["lips"][box] > 0.3).astype(np.float32)
         sigma = LIP_SMOOTHING * self.selfie.crop.iod
         own = self.structure[0][box]
@@ -500,7 +502,13 @@ def relighting(ref_base: np.ndarray, selfie_base: np.ndarray, skin: np.ndarray) 
     return _clip(selfie_light / np.maximum(ref_light, 0.05), 0.5, 2.0)
 
 
-def in_light(lab: np.ndarray, relight: np.ndarray, light_cap: np.ndarray) -> np.ndarray:
+def white_point(structure: np.ndarray, where: np.ndarray) -> float:
+    """The lightness of a face's highlights: the light it gets, whatever its skin tone."""
+    values = structure[:, :, 0][where]
+    return max(float(np.percentile(values, 99)), 1.0) if values.size else 100.0
+
+
+def in_light(lab: np.ndarray, relight: np.ndarray, light_cap: float) -> np.ndarray:
     """Reference colours (HxWx3 Lab) as they look in the selfie's light, never lighter than
     `light_cap` and with chroma the lightness can carry: an underexposed photo never glows."""
     out = lab.copy()

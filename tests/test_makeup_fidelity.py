@@ -1,0 +1,194 @@
+"""The reference's makeup as it is, on any face (issue: makeup fidelity): lipstick and lid colour
+reach the reference's own colour on light and dark selfies, the whole painted area is covered, the
+closed-lip seam is coloured, eyeballs and teeth are not, small faces change visibly, presets are
+unmistakable, a dim photo never glows, and full mode carries face paint without whitening skin."""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.embedded import EmbeddedEngine
+from engine.faces import Face
+from engine.regions import LEFT_EYE, LIPS_INNER, RIGHT_EYE
+from facelab.settings import EngineSettings
+from tests.engine_helpers import backend, delta_e, faces, mask, mean_lab, photo
+
+
+@functools.cache
+def engine() -> EmbeddedEngine:
+    return EmbeddedEngine(EngineSettings(), backend=backend())
+
+
+@functools.cache
+def made_up(selfie: str, reference: str, strength: float = 1.0, mode: str = "natural") -> np.ndarray:
+    prepared = engine().prepare_reference(photo(reference))
+    return engine().apply_array(photo(selfie), prepared, strength=strength, mode=mode).image
+
+
+def lab(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+
+
+def median_lab(image: np.ndarray, where: np.ndarray) -> np.ndarray:
+    return np.median(lab(image)[where], axis=0)
+
+
+def polygon(image: np.ndarray, face: Face, indices: tuple[int, ...], grow: float = 0.0) -> np.ndarray:
+    area = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(area, [np.round(face.landmarks[list(indices)]).astype(np.int32)], (1,))
+    r = round(abs(grow) * face.inter_ocular)
+    if r:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        area = cv2.dilate(area, kernel) if grow > 0 else cv2.erode(area, kernel)
+    return area > 0
+
+
+def lip_gap(selfie: str, reference: str) -> tuple[float, float]:
+    """CIELAB distance of the selfie's lips to the reference's lips, before and after."""
+    target = median_lab(photo(reference), mask(photo(reference), faces(reference)[0], "lips"))
+    lips = mask(photo(selfie), faces(selfie)[0], "lips")
+    before = delta_e(median_lab(photo(selfie), lips), target)
+    return before, delta_e(median_lab(made_up(selfie, reference), lips), target)
+
+
+@pytest.mark.parametrize(
+    ("selfie", "reference"),
+    [
+        ("sm_source_03.jpg", "tmw_ref_01.jpg"),  # light selfie, blue lipstick
+        ("sm_source_03.jpg", "sm_ref_01.jpg"),  # Joker: dark red lips, not brown
+        ("fr_source_01.jpg", "elegant_ref_02.png"),  # dark selfie, true red
+        ("fr_source_01.jpg", "cpm_ref_02.png"),  # dark selfie, a nude gloss
+        ("fr_source_01.jpg", "tmw_ref_01.jpg"),  # dark selfie, blue lipstick
+    ],
+)
+def test_lips_take_the_reference_lipstick_colour_on_light_and_dark_selfies(selfie, reference):
+    before, after = lip_gap(selfie, reference)
+    assert after < 0.3 * before, (before, after)
+
+
+def test_the_seam_between_closed_lips_is_coloured():
+    selfie, reference = "sm_source_03.jpg", "sm_ref_01.jpg"
+    face = faces(selfie)[0]
+    seam = polygon(photo(selfie), face, LIPS_INNER, grow=0.01)
+    lips = mask(photo(selfie), face, "lips")
+    result = made_up(selfie, reference)
+    # The seam changes as the lips around it do, not left in the selfie's own lip colour.
+    seam_change = delta_e(median_lab(result, seam), median_lab(photo(selfie), seam))
+    lips_change = delta_e(median_lab(result, lips), median_lab(photo(selfie), lips))
+    assert seam_change > 0.6 * lips_change and lips_change > 20, (seam_change, lips_change)
+
+
+@pytest.mark.parametrize(
+    ("selfie", "reference"), [("fr_source_01.jpg", "shmt_ref_02.png"), ("tmw_source_01.jpg", "sm_ref_01.jpg")]
+)
+def test_eyeballs_and_teeth_are_never_painted(selfie, reference):
+    face = faces(selfie)[0]
+    image = photo(selfie)
+    eyeballs = polygon(image, face, RIGHT_EYE, grow=-0.03) | polygon(image, face, LEFT_EYE, grow=-0.03)
+    teeth = polygon(image, face, LIPS_INNER, grow=-0.03)  # both selfies smile with open mouths
+    assert teeth.sum() > 100
+    for mode in ("natural", "full"):
+        result = made_up(selfie, reference, mode=mode)
+        assert np.array_equal(result[eyeballs], image[eyeballs]), mode
+        assert np.array_equal(result[teeth], image[teeth]), mode
+
+
+def eye_lid(image: np.ndarray, face: Face) -> np.ndarray:
+    """Above the eye opening, up to the brow (left out)."""
+    eyes = polygon(image, face, RIGHT_EYE) | polygon(image, face, LEFT_EYE)
+    brows = mask(image, face, "brows", above=0.1)
+    centre_y = face.landmarks[[159, 386], 1].mean()
+    ys = np.arange(image.shape[0])[:, None]
+    near = cv2.dilate(eyes.astype(np.uint8), np.ones((round(0.3 * face.inter_ocular),) * 2, np.uint8)) > 0
+    return near & ~eyes & ~brows & (ys < centre_y)
+
+
+def test_eye_makeup_covers_the_lid_up_to_the_brow():
+    selfie, reference = "sm_source_03.jpg", "shmt_ref_02.png"  # a dark smoky eye
+    face = faces(selfie)[0]
+    lid = eye_lid(photo(selfie), face)
+    before, after = lab(photo(selfie)), lab(made_up(selfie, reference))
+    darkened_lid = (before[..., 0] - after[..., 0])[lid]
+    assert np.mean(darkened_lid > 8) > 0.35, np.mean(darkened_lid > 8)
+
+
+def test_both_faces_of_a_group_photo_clearly_wear_the_makeup():
+    selfie, reference = "fr_source_03.jpg", "elegant_ref_02.png"  # about 60 px between the eyes
+    target = median_lab(photo(reference), mask(photo(reference), faces(reference)[0], "lips"))
+    result = made_up(selfie, reference)
+    assert len(faces(selfie)) == 2
+    for face in faces(selfie):
+        assert face.inter_ocular < 80
+        lips = mask(photo(selfie), face, "lips")
+        before = delta_e(median_lab(photo(selfie), lips), target)
+        after = delta_e(median_lab(result, lips), target)
+        assert after < 0.35 * before, (before, after)
+
+
+LIGHT, DARK = "sm_source_03.jpg", "fr_source_01.jpg"
+
+
+@pytest.mark.parametrize("selfie", [LIGHT, DARK])
+def test_presets_are_unmistakable_at_the_default_strength(selfie):
+    face = faces(selfie)[0]
+    image = photo(selfie)
+    lips, eyes = mask(image, face, "lips"), mask(image, face, "eyes")
+
+    def look(name: str) -> np.ndarray:
+        return lab(engine().apply_array(image, look=name, strength=0.7).image)
+
+    before = lab(image)
+    red = np.median(look("red_lips")[lips], axis=0)
+    hue = np.degrees(np.arctan2(red[2], red[1]))
+    assert red[1] > 45 and -5 < hue < 35, red  # a true red: strong a*, not coral (hue ~45+)
+    smoky = look("smoky_eyes")
+    assert np.median(before[eyes][:, 0] - smoky[eyes][:, 0]) > 10
+    natural = look("natural")
+    assert delta_e(np.median(natural[lips], axis=0), np.median(before[lips], axis=0)) > 8
+    assert delta_e(np.median(natural[eyes], axis=0), np.median(before[eyes], axis=0)) > 4
+
+
+def test_makeup_on_a_dim_photo_is_never_brighter_than_its_light_allows():
+    selfie = (photo("sm_source_03.jpg").astype(np.float32) * 0.15).astype(np.uint8)
+    result = engine().apply_array(selfie, photo("elegant_ref_02.png")).image
+    changed = np.any(result != selfie, axis=2)
+    assert changed.sum() > 1000
+    face = backend().detect(selfie)[0]
+    face_luma = lab(selfie)[mask(selfie, face, "skin")][:, 0]
+    made_luma = lab(result)[changed][:, 0]
+    # Lipstick on a face in the dark stays in the dark: no pixel of makeup outshines the face's
+    # brightest skin, and no colour is more saturated than its lightness can show.
+    assert np.percentile(made_luma, 99) <= np.percentile(face_luma, 99) + 2
+    chroma = np.hypot(*lab(result)[changed][:, 1:].T)
+    assert np.percentile(chroma, 99) < 2.5 * np.percentile(face_luma, 99)
+
+
+def test_full_mode_carries_face_paint_and_natural_mode_says_it_left_it_out():
+    selfie, reference = "fr_source_01.jpg", "sm_ref_01.jpg"  # dark selfie, Joker's white face
+    face = faces(selfie)[0]
+    skin = mask(photo(selfie), face, "skin") & ~mask(photo(selfie), face, "blush")
+    natural = engine().apply_array(photo(selfie), photo(reference))
+    full = engine().apply_array(photo(selfie), photo(reference), mode="full")
+    assert natural.paint_left_out and not full.paint_left_out
+    before = mean_lab(photo(selfie), skin)
+    assert abs(mean_lab(natural.image, skin)[0] - before[0]) < 2.0  # natural: skin stays
+    # Full: the face takes the colour of the reference's painted face (a greyish white in its light).
+    paint = median_lab(photo(reference), mask(photo(reference), faces(reference)[0], "skin"))
+    assert delta_e(mean_lab(full.image, skin), paint) < 0.5 * delta_e(before, paint)
+    hull = np.zeros(photo(selfie).shape[:2], np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(face.landmarks).astype(np.int32)), (1,))
+    outside = cv2.dilate(hull, np.ones((5, 5), np.uint8)) == 0
+    assert np.array_equal(full.image[outside], photo(selfie)[outside])
+
+
+def test_full_mode_never_whitens_a_dark_selfie_with_a_light_reference_without_paint():
+    selfie, reference = "fr_source_01.jpg", "elegant_ref_02.png"
+    face = faces(selfie)[0]
+    skin = mask(photo(selfie), face, "skin") & ~mask(photo(selfie), face, "blush")
+    full = engine().apply_array(photo(selfie), photo(reference), mode="full")
+    assert not full.paint_left_out
+    assert abs(mean_lab(full.image, skin)[0] - mean_lab(photo(selfie), skin)[0]) < 3.0
