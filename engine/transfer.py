@@ -412,9 +412,10 @@ class ReferenceMakeup:
         self.base = tuple(cv2.split(selfie.base))
         self.relight = relighting(ref_base, selfie.base, skin)
         self.light_cap = white_point(selfie.structure, selfie.masks["paint"] > 0.3) * MAX_LIGHT_GAIN
-        self.pigment = tuple(cv2.split(in_light(ref_structure, self.relight, self.light_cap)))
+        # Pigment and paint are worked out per region box, when a region asks: in natural mode only
+        # the lids and brows need them, a small part of the crop.
+        self.ref_structure, self.ref_base = ref_structure, ref_base
         self.lip_colour = lip_colour
-        self.paint = paint_amount(ref_structure, ref_base)
         self.outside = np.logical_not(valid).view(np.uint8)
         self.regions: tuple[str, ...] = FULL_REGIONS if mode == "full" else NATURAL_REGIONS
 
@@ -447,7 +448,7 @@ class ReferenceMakeup:
     def _pigment_target(self, region: str, box: Box, current: np.ndarray) -> np.ndarray:
         if region == "lips":
             return self._lips(box)
-        pigment = cv2.merge([p[box] for p in self.pigment])
+        pigment = self._pigment(box)
         if region == "brows":
             # Brows are filled and darkened, never erased.
             pigment[:, :, 0] = np.minimum(pigment[:, :, 0], self.structure[0][box])
@@ -462,15 +463,18 @@ class ReferenceMakeup:
             pigment[:, :, 0] = np.minimum(pigment[:, :, 0], self.light_cap)
         # Eyes and paint: pigment where the reference carries some; elsewhere lids take the relative
         # change and the rest of the face stays as made up so far.
-        amount = self.paint[box]
+        amount = paint_amount(self.ref_structure[box], self.ref_base[box])
         fallback = self._relative_target("eyes", box) if region == "eyes" else current
         return fallback + cv2.merge([amount, amount, amount]) * (pigment - fallback)
+
+    def _pigment(self, box: Box) -> np.ndarray:
+        return in_light(self.ref_structure[box], self.relight[box], self.light_cap)
 
     def _lips(self, box: Box) -> np.ndarray:
         """Lips are all pigment: the reference's lip colour, whatever it is, in the selfie's light and
         shaded by the selfie's own lips, so their lines and highlights stay where they are."""
         if self.lip_colour is None:  # reference lips unseen: their warped colours, smoothed
-            colour = blur(cv2.merge([p[box] for p in self.pigment]), LIP_SMOOTHING * self.selfie.crop.iod)
+            colour = blur(self._pigment(box), LIP_SMOOTHING * self.selfie.crop.iod)
         else:
             colour = np.empty(self.selfie.structure[box].shape, np.float32)
             colour[:] = self.lip_colour
