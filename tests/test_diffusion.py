@@ -413,6 +413,12 @@ def test_full_mode_paints_the_generated_face_inside_the_outline_only(
     assert np.array_equal(full[openings], selfie[openings])
 
 
+def test_natural_mode_says_when_the_references_paint_was_left_out(diffusion_engine: DiffusionEngine) -> None:
+    assert diffusion_engine.apply(_request("natural")).paint_left_out  # the Joker's white face
+    plain = _request("natural", reference=face_path("elegant_ref_02.png").read_bytes())
+    assert not diffusion_engine.apply(plain).paint_left_out
+
+
 def test_full_mode_with_regions_paints_only_those_regions(diffusion_engine: DiffusionEngine) -> None:
     selfie, face = photo("sm_source_01.jpg"), faces("sm_source_01.jpg")[0]
     lips_only = load_image(diffusion_engine.apply(_request("full", regions={"lips": 1.0})).image, **LIMITS)

@@ -91,7 +91,7 @@ class DiffusionEngine:
         with timer.stage("encode"):
             data = encode_image(made_up.image, fmt=request.output_format)
         height, width = made_up.image.shape[:2]
-        return MakeupResult(data, width, height, made_up.faces, timings)
+        return MakeupResult(data, width, height, made_up.faces, timings, made_up.paint_left_out)
 
     def apply_array(
         self,
@@ -121,7 +121,10 @@ class DiffusionEngine:
                 )
                 return MadeUp(image, len(faces), timings)
             made_up = self.compositor.apply_array(selfie, aligned, strength=strength, regions=regions)
-        return MadeUp(made_up.image, made_up.faces, timings)
+            # The generated face is aligned to the selfie; whether paint was left out is a question
+            # about the reference photo itself.
+            painted = prepare_reference(reference, ref_face, working_size).has_paint
+        return MadeUp(made_up.image, made_up.faces, timings, paint_left_out=painted)
 
     def generate(
         self,
