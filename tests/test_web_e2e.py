@@ -482,3 +482,26 @@ async def _next_event_id(events: aiohttp.ClientResponse, kind: str) -> str:
         got, data = await _next_event(events)
         if got == kind:
             return str(data["id"])
+
+
+async def test_after_a_restart_a_browser_keeps_its_strength_and_gets_every_new_event(
+    playground: WebPlayground,
+) -> None:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        async with client.post(playground.url + "api/strength", json={"strength": 35}) as saved:
+            assert saved.status == 200
+        async with client.post(playground.url + "api/command", json={"command": "help"}):
+            pass
+        [before] = playground.messenger.sessions.values()
+        seen = f"{before.epoch}-{before.last_event_id}"
+
+        playground.messenger.sessions.clear()  # what a restart of the bot process loses
+        async with client.get(playground.url + "api/settings") as settings:
+            assert (await settings.json())["strength"] == 35
+        async with client.post(playground.url + "api/command", json={"command": "privacy"}):
+            pass
+        # The page reconnects with the id it saw last; the new session's events are all new to it.
+        async with client.get(playground.url + "api/events", headers={"Last-Event-ID": seen}) as events:
+            async with asyncio.timeout(10):
+                kind, data = await _next_event(events)
+        assert kind == "message" and "What this page keeps" in str(data["text"])
