@@ -452,11 +452,17 @@ class Core:
             pending = self._pending[origin.conversation] = _Pending(touched=self._clock())
         return pending
 
+    async def check_photo(self, image: bytes, role: Role) -> Inspection:
+        """Check one photo now, as one arriving in a chat is (decodes, has a usable face); raises the
+        `EngineError` whose message says what is wrong with it. For a page that checks each photo
+        when it is chosen."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._inspecting, self._inspector.inspect, image, role)
+
     async def _inspect(self, origin: Origin, image: bytes, role: Role) -> Inspection | None:
         """Check a photo as it arrives; None after telling the user what is wrong with it."""
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._inspecting, self._inspector.inspect, image, role)
+            return await self.check_photo(image, role)
         except EngineError as error:
             fields = {"platform": origin.platform, "chat_type": origin.chat_type, "error_kind": error.kind}
             log.info("photo refused on arrival", extra=fields)

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from bot.core import Button, Core, Origin
-from engine.errors import ImageError, Role
+from engine.errors import EngineError, Role
 from facelab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -328,8 +328,9 @@ class WebPlayground:
         return response
 
     async def _preview(self, request: web.Request) -> web.Response:
-        """A chosen photo, checked by the engine's gate and returned as a JPEG any browser shows
-        (kept in the session for the conversation); or what is wrong with it, for its slot."""
+        """A chosen photo, checked as a chat checks each photo on arrival (it decodes, it has a
+        usable face) and returned as a JPEG any browser shows (kept in the session for the
+        conversation); or what is wrong with it, for its slot."""
         form = await self._form(request)
         if isinstance(form, web.Response):
             return form
@@ -346,7 +347,8 @@ class WebPlayground:
         async with self._previews:
             try:
                 jpeg = await asyncio.to_thread(preview, photo, self._engine_settings, role)
-            except ImageError as error:
+                await self._core.check_photo(photo, role)  # a face, as a chat checks each photo
+            except EngineError as error:
                 return web.json_response({"error": error.user_message, "kind": error.kind}, status=422)
         name = _session_of(request).keep_image(jpeg)
         return web.json_response({"name": name, "image": f"api/images/{name}"})
