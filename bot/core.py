@@ -34,7 +34,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -43,7 +43,8 @@ from bot.admin import AdminCommands
 from bot.limits import Gatekeeper, Requester
 from bot.metrics import Metrics
 from bot.queue import Job, JobQueue, QueueError, Ticket
-from engine.api import MODES, Inspection, MakeupRequest, MakeupResult, PhotoInspector
+from bot.results import Inputs, MemoryResults, ResultStore, StoredResult
+from engine.api import MODES, Inspection, MakeupResult, PhotoInspector
 from engine.compare import before_after
 from engine.embedded import EmbeddedEngine
 from engine.errors import EngineError
@@ -185,36 +186,6 @@ class _Album:
 
 
 @dataclass(frozen=True)
-class _Inputs:
-    """What a job was made from; a result's buttons re-run it with one thing changed."""
-
-    selfie: bytes
-    reference: bytes | None
-    look: str | None
-    strength: int  # 0-100
-    regions: Mapping[str, float] | None = None
-    mode: str = "natural"  # one of engine.api.MODES
-
-    def request(self) -> MakeupRequest:
-        return MakeupRequest(
-            selfie=self.selfie,
-            reference=self.reference,
-            look=self.look,
-            strength=self.strength / 100,
-            regions=self.regions,
-            mode=self.mode,
-        )
-
-
-@dataclass
-class _Result:
-    person: tuple[str, str]
-    inputs: _Inputs
-    image: bytes
-    created: float
-
-
-@dataclass(frozen=True)
 class _Caption:
     role: Role | None = None
     look: str | None = None
@@ -245,6 +216,7 @@ class Core:
         gatekeeper: Gatekeeper | None = None,
         metrics: Metrics | None = None,
         inspector: PhotoInspector | None = None,
+        results: ResultStore | None = None,
     ) -> None:
         self._settings = settings.bot
         self._retention_days = settings.database.retention_days
@@ -262,7 +234,10 @@ class Core:
         self._messengers: dict[str, Messenger] = {}
         self._pending: dict[tuple[str, str, str], _Pending] = {}
         self._albums: dict[tuple[str, str, str, str], _Album] = {}
-        self._results: dict[str, _Result] = {}
+        self._results = results or MemoryResults(settings.bot.result_cache_s, clock, EXPIRY_MARGIN_S)
+        # Part of every result id: a button whose result id names another run was made before a
+        # restart, which a memory store does not survive.
+        self._run = secrets.token_hex(3)
         self._tasks: set[asyncio.Task[None]] = set()
         # Jobs queued or running, by person; those whose person sent /forget meanwhile are not recorded.
         self._in_flight: dict[str, tuple[str, str]] = {}
@@ -277,8 +252,7 @@ class Core:
         """Images held in memory now: photos waiting for their partner, and the inputs and output
         of results whose buttons still work. Each is dropped when it expires (or on /forget)."""
         waiting = sum((p.selfie is not None) + (p.reference is not None) for p in self._pending.values())
-        cached = sum(2 + (r.inputs.reference is not None) for r in self._results.values())
-        return waiting + cached
+        return waiting + self._results.held_images
 
     # -- entry points -------------------------------------------------------------------------------
 
@@ -373,8 +347,10 @@ class Core:
             return await self._set_strength(origin, argument)
         if action == "mode":
             return await self._set_mode(origin, argument)
-        result = self._results.get(argument)
-        if result is None or self._is_expired(result):
+        result = await self._results.get(argument)
+        if result is None:
+            if not self._results.survives_restart and not argument.startswith(f"{self._run}."):
+                return RESTARTED_NOTICE
             kept = _minutes(self._settings.result_cache_s)
             return f"This result has expired (I keep photos for {kept} only). Send them again."
         if result.person != origin.person:
@@ -551,13 +527,13 @@ class Core:
             strength = await self._strength_of(origin)
         if mode is None:
             mode = await self._mode_of(origin)
-        inputs = _Inputs(selfie, reference, look, strength, mode=mode)
+        inputs = Inputs(selfie, reference, look, strength, mode=mode)
         refusal = await self._enqueue(origin, inputs, note=note)
         if refusal is not None:
             await self._reply(origin, refusal)
 
     async def _enqueue(
-        self, origin: Origin, inputs: _Inputs, *, rerun: bool = False, note: str = ""
+        self, origin: Origin, inputs: Inputs, *, rerun: bool = False, note: str = ""
     ) -> str | None:
         """The one place a try-on is admitted: the limits first, then the queue. Returns what to
         tell the user when it is refused. `rerun`: the same photos again (a result's button), which
@@ -579,7 +555,7 @@ class Core:
         self._spawn(self._deliver(origin, ticket, inputs, note))
         return None
 
-    async def _deliver(self, origin: Origin, ticket: Ticket, inputs: _Inputs, note: str = "") -> None:
+    async def _deliver(self, origin: Origin, ticket: Ticket, inputs: Inputs, note: str = "") -> None:
         working = asyncio.create_task(self._show_progress(origin, ticket))
         try:
             result = await ticket.result()
@@ -590,7 +566,7 @@ class Core:
         finally:
             working.cancel()
         self._record_ticket(origin, ticket, UsageStatus.OK)
-        result_id = self._remember(origin, inputs, result)
+        result_id = await self._remember(origin, inputs, result)
         await self._send_image(
             origin,
             result.image,
@@ -621,16 +597,13 @@ class Core:
         jobs = "is 1 try-on" if ahead == 1 else f"are {ahead} try-ons"
         await self._reply(origin, f"There {jobs} ahead of yours; I'll reply here when it's ready.")
 
-    def _remember(self, origin: Origin, inputs: _Inputs, result: MakeupResult) -> str:
-        result_id = secrets.token_urlsafe(6)
-        self._results[result_id] = _Result(origin.person, inputs, result.image, self._clock())
-        asyncio.get_running_loop().call_later(
-            self._settings.result_cache_s + EXPIRY_MARGIN_S, self._drop_result_if_stale, result_id
-        )
+    async def _remember(self, origin: Origin, inputs: Inputs, result: MakeupResult) -> str:
+        result_id = f"{self._run}.{secrets.token_urlsafe(6)}"
+        await self._results.put(result_id, StoredResult(origin.person, inputs, result.image))
         return result_id
 
     def _result_buttons(
-        self, origin: Origin, result_id: str, inputs: _Inputs, result: MakeupResult
+        self, origin: Origin, result_id: str, inputs: Inputs, result: MakeupResult
     ) -> list[Button]:
         buttons = [
             Button("Stronger", f"more:{result_id}"),
@@ -649,7 +622,7 @@ class Core:
             buttons.append(Button("Full resolution", f"file:{result_id}"))
         return buttons
 
-    async def _result_action(self, origin: Origin, action: str, result: _Result) -> str:
+    async def _result_action(self, origin: Origin, action: str, result: StoredResult) -> str:
         inputs = result.inputs
         if action in ("more", "less"):
             step = STRENGTH_STEP if action == "more" else -STRENGTH_STEP
@@ -670,7 +643,7 @@ class Core:
         # A refused re-run is said in the presser's notice, instead of announcing work that won't happen.
         return await self._enqueue(origin, rerun, rerun=True) or working
 
-    async def _result_reply(self, origin: Origin, action: str, result: _Result) -> str:
+    async def _result_reply(self, origin: Origin, action: str, result: StoredResult) -> str:
         """The buttons that send something back without a new try-on."""
         inputs = result.inputs
         if action == "file":
@@ -753,7 +726,7 @@ class Core:
         await self._reply(origin, "\n".join(lines))
 
     async def _cmd_forget(self, origin: Origin, args: str) -> None:
-        self._drop_photos_of(origin.person)
+        await self._drop_photos_of(origin.person)
         self._forgotten_jobs.update(job for job, person in self._in_flight.items() if person == origin.person)
         try:
             rows = await self._storage.forget_user(origin.platform, origin.user_id)
@@ -911,9 +884,6 @@ class Core:
     def _is_stale(self, pending: _Pending) -> bool:
         return self._clock() - pending.touched > self._settings.pending_ttl_s
 
-    def _is_expired(self, result: _Result) -> bool:
-        return self._clock() - result.created > self._settings.result_cache_s
-
     def _touch(self, origin: Origin, pending: _Pending) -> None:
         pending.touched = self._clock()
         asyncio.get_running_loop().call_later(
@@ -925,16 +895,10 @@ class Core:
         if pending is not None and self._is_stale(pending):
             del self._pending[key]
 
-    def _drop_result_if_stale(self, result_id: str) -> None:
-        result = self._results.get(result_id)
-        if result is not None and self._is_expired(result):
-            del self._results[result_id]
-
-    def _drop_photos_of(self, person: tuple[str, str]) -> None:
+    async def _drop_photos_of(self, person: tuple[str, str]) -> None:
         for key in [key for key in self._pending if (key[0], key[2]) == person]:
             del self._pending[key]
-        for result_id in [rid for rid, result in self._results.items() if result.person == person]:
-            del self._results[result_id]
+        await self._results.forget(person)
 
 
 HELP_TEXT = """Face Lab puts the makeup of any photo on your selfie.
@@ -955,6 +919,7 @@ too; yours is remembered; default {mode})
 /forget      delete everything stored about you
 /privacy     what is stored"""
 
+RESTARTED_NOTICE = "I was restarted and no longer have these photos. Please send them again."
 UNUSABLE_HINT = (
     "I only work with photos: send your selfie, then a photo of a face wearing the makeup you "
     "want. /help tells more."
@@ -1000,7 +965,7 @@ def _parse_strength(raw: str) -> int | None:
     return value if 0 <= value <= 100 else None
 
 
-def _describe(inputs: _Inputs, result: MakeupResult) -> str:
+def _describe(inputs: Inputs, result: MakeupResult) -> str:
     parts = [f"Look: {inputs.look}" if inputs.look else "Makeup from your reference"]
     parts.append(f"strength {inputs.strength}")
     if inputs.reference is not None and inputs.mode != "natural":

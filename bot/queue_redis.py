@@ -40,6 +40,7 @@ from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 from taskiq_redis.exceptions import ResultIsMissingError
 
 from bot.queue import Job, JobFailed, QueueClosed, QueueError, QueueFull, Ticket, UserQueueCapReached
+from bot.results import StoredResult, decode_stored, encode_stored
 from engine.api import MakeupRequest, MakeupResult
 from engine.errors import EngineError
 from facelab.settings import QueueSettings
@@ -101,6 +102,14 @@ class RedisKeys:
 
     def user(self, user_key: str) -> str:
         return f"{self.prefix}:user:{user_key}"
+
+    def button(self, result_id: str) -> str:
+        """What a result's buttons re-run from (`RedisResults`)."""
+        return f"{self.prefix}:button:{result_id}"
+
+    def buttons_of(self, user_key: str) -> str:
+        """The ids of one person's results with live buttons, for /forget."""
+        return f"{self.prefix}:buttons:{user_key}"
 
 
 class JobStreamBroker(RedisStreamBroker):
@@ -353,6 +362,52 @@ def _flatten(fields: dict[str, bytes | str]) -> list[bytes | str]:
 def _user_key(job: Job) -> str:
     platform, user_id = job.owner
     return f"{platform}:{user_id}"
+
+
+class RedisResults:
+    """`bot.results.ResultStore` in Redis, beside the job queue: a result's inputs and output live
+    `keep_s` seconds in their own key, so its buttons work in a restarted bot process, or another
+    one. Redis unreachable: the buttons say the result has expired, and nothing else fails."""
+
+    survives_restart = True
+    held_images = 0  # nothing in this process's memory
+
+    def __init__(self, settings: QueueSettings, keep_s: float) -> None:
+        self._keys = RedisKeys(settings.redis_prefix)
+        self._redis = connect(settings)
+        self._keep_ms = max(1, int(keep_s * 1000))
+
+    async def put(self, result_id: str, result: StoredResult) -> None:
+        person = self._keys.buttons_of(":".join(result.person))
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._keys.button(result_id), mapping=encode_stored(result))  # type: ignore[arg-type]
+                pipe.pexpire(self._keys.button(result_id), self._keep_ms)
+                pipe.sadd(person, result_id)
+                pipe.pexpire(person, self._keep_ms)
+                await pipe.execute()
+        except RedisError as error:
+            log.warning("result %s not kept for its buttons, Redis is unreachable: %s", result_id, error)
+
+    async def get(self, result_id: str) -> StoredResult | None:
+        try:
+            # Raw bytes in and out: the client decodes nothing (the images are binary).
+            fields = cast(dict[bytes, bytes], await self._redis.hgetall(self._keys.button(result_id)))
+        except RedisError as error:
+            log.warning("result %s unreadable, Redis is unreachable: %s", result_id, error)
+            return None
+        return decode_stored(fields) if fields else None
+
+    async def forget(self, person: tuple[str, str]) -> None:
+        key = self._keys.buttons_of(":".join(person))
+        try:
+            ids = cast(set[bytes], await self._redis.smembers(key))
+            await self._redis.delete(key, *(self._keys.button(rid.decode()) for rid in ids))
+        except RedisError as error:  # they expire by themselves within keep_s
+            log.warning("results not forgotten, Redis is unreachable: %s", error)
+
+    async def disconnect(self) -> None:
+        await self._redis.aclose()
 
 
 class RedisJobQueue:

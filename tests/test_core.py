@@ -11,6 +11,7 @@ import io
 import os
 import re
 import signal
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from PIL import Image
+from redis.asyncio import Redis
 
 from bot.core import Core, Origin
 from bot.engine_process import EngineProcess
 from bot.queue import JobRunner, LocalJobQueue
+from bot.queue_redis import RedisResults
+from bot.results import ResultStore
 from facelab.settings import BotSettings, LimitsSettings, QueueSettings, Settings
 from storage import Storage
 from tests.conftest import face_path
@@ -93,6 +97,7 @@ async def start_bot(
     default_mode: str = "natural",
     runner: JobRunner | None = None,
     limits: LimitsSettings | None = None,
+    results: ResultStore | None = None,
     **queue: int,
 ) -> Bot:
     settings = Settings(
@@ -111,7 +116,7 @@ async def start_bot(
     )
     await job_queue.start()
     clock = Clock()
-    core = Core(settings, job_queue, storage, clock=clock, album_settle_s=0.2)
+    core = Core(settings, job_queue, storage, clock=clock, album_settle_s=0.2, results=results)
     messenger = RecordingMessenger()
     core.add_messenger(messenger)
     return Bot(core, messenger, job_queue, storage, clock)
@@ -272,6 +277,58 @@ async def test_a_made_up_photo_sent_first_is_taken_as_the_reference(bot: Bot) ->
     confirmed = (await bot.messenger.wait_for_images(4))[-1]
     assert size_of(confirmed.image) == size_of(photo(SELFIE))
     assert confirmed.text == "Makeup from your reference, strength 70."
+
+
+async def test_after_a_restart_buttons_say_the_photos_are_gone(
+    engine_process: EngineProcess, storage: Storage
+) -> None:
+    bot = await start_bot(engine_process, storage)
+    await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
+    [result] = await bot.messenger.wait_for_images(1)
+    await stop_bot(bot)
+
+    restarted = await start_bot(engine_process, storage)
+    try:
+        assert await restarted.core.on_button(user("ann"), result.buttons[0].data) == (
+            "I was restarted and no longer have these photos. Please send them again."
+        )
+    finally:
+        await stop_bot(restarted)
+
+
+async def test_with_redis_buttons_survive_a_restart_until_forgotten(
+    engine_process: EngineProcess, storage: Storage, redis_url: str
+) -> None:
+    queue_settings = QueueSettings(redis_url=redis_url, redis_prefix=f"test-buttons-{uuid.uuid4().hex}")
+    first = RedisResults(queue_settings, keep_s=300)
+    bot = await start_bot(engine_process, storage, results=first)
+    await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
+    [result] = await bot.messenger.wait_for_images(1)
+    more, less = result.buttons[0].data, result.buttons[1].data
+    await stop_bot(bot)
+    await first.disconnect()
+
+    second = RedisResults(queue_settings, keep_s=300)
+    restarted = await start_bot(engine_process, storage, results=second)
+    redis = Redis.from_url(redis_url)
+    try:
+        [key] = await redis.keys(f"{queue_settings.redis_prefix}:button:*")
+        assert 0 < await redis.pttl(key) <= 300_000  # the photos leave Redis with bot.result_cache_s
+        assert await restarted.core.on_button(user("bob"), more) == (
+            "Only the person who asked for this result can use its buttons."
+        )
+        assert await restarted.core.on_button(user("ann"), more) == "Making it stronger (90)…"
+        [rerun] = await restarted.messenger.wait_for_images(1)
+        assert size_of(rerun.image) == size_of(photo(SELFIE)) and rerun.image != result.image
+        assert "strength 90" in rerun.text
+
+        await restarted.core.on_command(user("ann"), "forget")
+        assert await redis.keys(f"{queue_settings.redis_prefix}:*") == []
+        assert (await restarted.core.on_button(user("ann"), less)).startswith("This result has expired")
+    finally:
+        await redis.aclose()
+        await stop_bot(restarted)
+        await second.disconnect()
 
 
 async def test_a_refused_rerun_says_so_and_reruns_have_their_own_budget(

@@ -18,6 +18,7 @@ from bot.engine_process import EngineProcess
 from bot.limits import Gatekeeper
 from bot.metrics import Metrics
 from bot.queue import JobQueue, LocalJobQueue
+from bot.results import ResultStore
 from facelab.logs import setup_logging
 from facelab.ops_server import OpsServer
 from facelab.settings import Settings, load_settings
@@ -105,6 +106,22 @@ QUEUES: dict[str, Callable[[Settings], contextlib.AbstractAsyncContextManager[Jo
 }
 
 
+@contextlib.asynccontextmanager
+async def result_store(settings: Settings) -> AsyncIterator[ResultStore | None]:
+    """Where results' buttons find their photos: beside a Redis queue, so they survive a restart;
+    else the core's own memory (None)."""
+    if settings.queue.backend != "redis":
+        yield None
+        return
+    from bot.queue_redis import RedisResults  # the [redis] extra
+
+    results = RedisResults(settings.queue, settings.bot.result_cache_s)
+    try:
+        yield results
+    finally:
+        await results.disconnect()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
     parser.add_argument(
@@ -161,7 +178,14 @@ async def serve(
         metrics = Metrics()
         metrics.track_queue_depth(queue.waiting)
         gatekeeper = Gatekeeper.from_settings(settings, storage, clock)
-        core = Core(settings, queue, storage, gatekeeper=gatekeeper, metrics=metrics)
+        core = Core(
+            settings,
+            queue,
+            storage,
+            gatekeeper=gatekeeper,
+            metrics=metrics,
+            results=await stack.enter_async_context(result_store(settings)),
+        )
         if settings.metrics.enabled:
             ops = OpsServer(settings.metrics, metrics, {"serving": _serving_check(stop)})
             await ops.start()
