@@ -297,7 +297,11 @@ async def test_one_try_on_per_click_lands_in_view_and_survives_a_reload(
     tryons: list[str] = []
     page.on("request", lambda r: tryons.append(r.url) if r.url.endswith("api/tryon") else None)
     await page.goto(playground.url)
-    await _choose_photos(page, face_path(SELFIE), face_path(REFERENCE))
+    # A phone-sized photo: larger than the window has room for, so the page must size it down.
+    selfie = Image.fromarray(face_rgb(SELFIE))
+    large = encode(selfie.resize((1200, round(1200 * selfie.height / selfie.width))), "JPEG", quality=90)
+    large_selfie = {"name": "me.jpg", "mimeType": "image/jpeg", "buffer": large}
+    await _choose_photos(page, large_selfie, face_path(REFERENCE))
     await page.evaluate(WATCH_SUBMIT)
     await page.dblclick("#submit")  # item 10: the second click must not start a second try-on
     await page.wait_for_selector("li.result .compare:not(.single)", timeout=60_000)

@@ -120,6 +120,14 @@ function moveSplit(item, split) {
   item.querySelector(".before-clip").style.clipPath = `inset(0 ${100 - split.value}% 0 0)`;
 }
 
+// The picture leaves room for this result's own caption and buttons (their rows vary with the
+// buttons and the width), so the whole result fits between the window's top and the composer.
+function fitInView(item) {
+  const picture = item.querySelector(".compare");
+  const margins = 2 * parseFloat(getComputedStyle(document.documentElement).fontSize);
+  item.style.setProperty("--result-chrome", `${item.offsetHeight - picture.offsetHeight + margins}px`);
+}
+
 function showResult(event) {
   const item = resultTemplate.content.firstElementChild.cloneNode(true);
   item.querySelector(".caption").textContent = event.text;
@@ -141,7 +149,11 @@ function showResult(event) {
     const ratio = (image) => image.naturalWidth / image.naturalHeight;
     if (before.naturalWidth && Math.abs(ratio(before) / ratio(after) - 1) < 0.01) compare.classList.remove("single");
   };
-  after.addEventListener("load", () => { scrollToEnd(item); if (before.complete) offerSlider(); }, { once: true });
+  after.addEventListener("load", () => {
+    fitInView(item);
+    scrollToEnd(item);
+    if (before.complete) offerSlider();
+  }, { once: true });
   before.addEventListener("load", () => { if (after.complete) offerSlider(); }, { once: true });
   after.addEventListener("error", () => compare.replaceWith(textOf("This picture has expired.")), { once: true });
   const selfie = selfieOf.get(event.tryon);
