@@ -93,7 +93,7 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
     )
 
     # Lips: a soft outer edge, a hard inner one (teeth and the inside of the mouth stay untouched).
-    lips_soft = blur(lips_outer, 0.02 * iod)
+    lips_soft = blur(lips_outer, 0.01 * iod)
     lips = lips_soft * (1.0 - mouth)
 
     # Eyes: lash line to brow bone, wing and inner corner; the eyeball stays untouched.

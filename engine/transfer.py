@@ -59,7 +59,7 @@ REGION_OPACITY: dict[str, float] = {
 }
 # A reference pixel this far (Lab, lightness counted half) from its own bare skin starts to count as
 # pigment, and fully so at the second value.
-PIGMENT_DISTANCE = (6.0, 16.0)
+PIGMENT_DISTANCE = (4.0, 12.0)
 # Paint's own shading is smoothed away over this fraction of the eye distance (see `_in_selfie_shading`).
 PAINT_SMOOTHING = 0.05
 # A reference whose skin area carries at least this share of paint wears a painted face.
@@ -380,12 +380,13 @@ def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
 class ReferenceMakeup:
     """The reference's makeup aligned to one selfie face.
 
-    Pigments (lipstick, eye shadow, liner, brow colour, paint) are taken as the reference's own colour
-    with its lighting taken out and the selfie's put in: each face's skin base, divided by its median,
-    is that face's light, so a nude shade on a dark selfie looks as that shade looks on that person.
-    How much pigment a pixel carries comes from the reference itself: how far it is from the
-    reference's bare skin (`paint`), so bare reference skin never paints the selfie's. Foundation and
-    blush stay relative to each face's own skin (see SHEER_REGIONS): skin tone never travels.
+    Pigments (lipstick, eye shadow, liner, brow colour, paint) are the reference's own colour, not a
+    change relative to its skin, so a nude shade on a dark selfie looks as that shade looks on that
+    person; the reference's shading stays behind (lips take their median colour, paint its smoothed
+    colour) and the selfie's own shading and detail carry it. How much pigment a pixel carries comes
+    from the reference itself: how far it is from the reference's bare skin (`paint_amount`), so bare
+    reference skin never paints the selfie's. Foundation and blush stay relative to each face's own
+    skin (see SHEER_REGIONS): skin tone never travels.
     """
 
     def __init__(
@@ -410,7 +411,6 @@ class ReferenceMakeup:
         self.smooth_change = tuple(cv2.split(smooth))
         self.structure = tuple(cv2.split(selfie.structure))
         self.base = tuple(cv2.split(selfie.base))
-        self.relight = relighting(ref_base, selfie.base, skin)
         self.light_cap = white_point(selfie.structure, selfie.masks["paint"] > 0.3) * MAX_LIGHT_GAIN
         # Pigment and paint are worked out per region box, when a region asks: in natural mode only
         # the lids and brows need them, a small part of the crop.
@@ -468,17 +468,17 @@ class ReferenceMakeup:
         return fallback + cv2.merge([amount, amount, amount]) * (pigment - fallback)
 
     def _pigment(self, box: Box) -> np.ndarray:
-        return in_light(self.ref_structure[box], self.relight[box], self.light_cap)
+        return in_light(self.ref_structure[box], self.light_cap)
 
     def _lips(self, box: Box) -> np.ndarray:
-        """Lips are all pigment: the reference's lip colour, whatever it is, in the selfie's light and
-        shaded by the selfie's own lips, so their lines and highlights stay where they are."""
+        """Lips are all pigment: the reference's lip colour, whatever it is, within the selfie's light
+        and shaded by the selfie's own lips, so their lines and highlights stay where they are."""
         if self.lip_colour is None:  # reference lips unseen: their warped colours, smoothed
             colour = blur(self._pigment(box), LIP_SMOOTHING * self.selfie.crop.iod)
         else:
             colour = np.empty(self.selfie.structure[box].shape, np.float32)
             colour[:] = self.lip_colour
-            colour = in_light(colour, self.relight[box], self.light_cap)
+            colour = in_light(colour, self.light_cap)
         inside = (self.selfie.masks["lips"][box] > 0.3).astype(np.float32)
         sigma = LIP_SMOOTHING * self.selfie.crop.iod
         own = self.structure[0][box]
@@ -497,26 +497,17 @@ class ReferenceMakeup:
         return colour
 
 
-def relighting(ref_base: np.ndarray, selfie_base: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    """Per pixel, the factor taking the reference's lighting out of its lightness and putting the
-    selfie's in: each face's light is its skin base over that base's median."""
-    ref_l, selfie_l = ref_base[:, :, 0], selfie_base[:, :, 0]
-    ref_light = ref_l / max(float(np.median(ref_l[skin])) if skin.any() else 50.0, 1.0)
-    selfie_light = selfie_l / max(float(np.median(selfie_l[skin])) if skin.any() else 50.0, 1.0)
-    return _clip(selfie_light / np.maximum(ref_light, 0.05), 0.5, 2.0)
-
-
 def white_point(structure: np.ndarray, where: np.ndarray) -> float:
     """The lightness of a face's highlights: the light it gets, whatever its skin tone."""
     values = structure[:, :, 0][where]
     return max(float(np.percentile(values, 99)), 1.0) if values.size else 100.0
 
 
-def in_light(lab: np.ndarray, relight: np.ndarray, light_cap: float) -> np.ndarray:
-    """Reference colours (HxWx3 Lab) as they look in the selfie's light, never lighter than
-    `light_cap` and with chroma the lightness can carry: an underexposed photo never glows."""
+def in_light(lab: np.ndarray, light_cap: float) -> np.ndarray:
+    """Reference colours (HxWx3 Lab) on the selfie: never lighter than `light_cap` and with no more
+    chroma than their lightness can carry, so an underexposed photo never glows."""
     out = lab.copy()
-    lightness = np.minimum(lab[:, :, 0] * relight, light_cap)
+    lightness = np.minimum(lab[:, :, 0], light_cap)
     out[:, :, 0] = lightness
     chroma = np.sqrt(lab[:, :, 1] ** 2 + lab[:, :, 2] ** 2)
     fade = np.minimum(1.0, MAX_CHROMA_PER_L * lightness / np.maximum(chroma, 1e-3))
