@@ -63,9 +63,10 @@ def _eye_shadow_zone(
     itself stays clean), with a wing past the outer corner and the inner corner included."""
     lid_pts, lower = pts[list(lid)], pts[list(lower_lid)]
     brow = pts[list(brow_lower)]
-    # Brow lower edge runs outer to inner like the lid; the zone reaches right up to it.
+    # Brow lower edge runs outer to inner like the lid; the zone reaches just past it (the brow mask,
+    # taken out of this zone later, keeps the brow itself clean).
     lid_at_brow = lid_pts[np.linspace(0, len(lid) - 1, len(brow_lower)).round().astype(int)]
-    upper = brow + 0.05 * (lid_at_brow - brow)
+    upper = brow - 0.05 * (lid_at_brow - brow)
     outer, inner = lid_pts[0], lid_pts[-1]
     width = outer - inner
     # A wing past the outer corner, rising towards the brow's tail, as shadow and liner are drawn.

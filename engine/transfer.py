@@ -52,7 +52,7 @@ SHEER_REGIONS = ("blush", "skin")
 REGION_OPACITY: dict[str, float] = {
     "lips": 1.0,
     "eyes": 1.0,
-    "brows": 0.6,
+    "brows": 1.0,
     "blush": 0.8,
     "skin": 0.6,
     "paint": 1.0,
