@@ -26,6 +26,7 @@ from bot.engine_process import EngineProcess
 from bot.queue import JobRunner, LocalJobQueue
 from bot.queue_redis import RedisResults
 from bot.results import ResultStore
+from engine.api import MakeupRequest, MakeupResult
 from facelab.settings import BotSettings, LimitsSettings, QueueSettings, Settings
 from storage import Storage
 from tests.conftest import face_path
@@ -776,10 +777,20 @@ async def test_fifty_concurrent_users_each_get_exactly_their_own_result(bot: Bot
     assert delivered == expected
 
 
+class NeverFinishing:
+    """A job runner whose jobs run until they are cancelled."""
+
+    async def run(self, request: MakeupRequest) -> MakeupResult:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
 async def test_shutdown_tells_waiting_users_to_send_again(
     engine_process: EngineProcess, storage: Storage
 ) -> None:
-    bot = await start_bot(engine_process, storage)
+    # An engine that never finishes: every job is still waiting or running when the bot shuts down
+    # (with the real engine, a fast machine finishes the first one before `close` and the test flakes).
+    bot = await start_bot(engine_process, storage, runner=NeverFinishing())
     for name in ("ann", "bob", "cid"):
         await bot.core.on_pair(user(name), photo(SELFIE), photo(REFERENCE), strength=50)
 
