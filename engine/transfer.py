@@ -64,6 +64,8 @@ PIGMENT_DISTANCE = (4.0, 12.0)
 PAINT_SMOOTHING = 0.05
 # A reference whose skin area carries at least this share of paint wears a painted face.
 PAINTED_FACE_SHARE = 0.28
+# The lipstick's lightness is this percentile of the reference lips' (gloss lifts the median).
+LIP_BODY_PERCENTILE = 35
 # Lip shading is measured against its mean over this fraction of the eye distance (see `_lips`).
 LIP_SMOOTHING = 0.08
 # Makeup is never lighter than this many times the face's brightest skin (its highlights show how
@@ -199,12 +201,13 @@ def _paint_share(lab: np.ndarray, skin: np.ndarray, crop: FaceCrop) -> float:
 
 
 def _lip_colour(lab: np.ndarray, lips: np.ndarray) -> tuple[float, float, float] | None:
-    """The lipstick's colour: the median over the lips' core, so gloss highlights and the shadow
-    between the lips do not lighten or darken it."""
+    """The lipstick's body colour over the lips' core: median chroma, and lightness a little below
+    the median, since gloss highlights lift the upper part of the lips' lightness and not the lower."""
     core = lips > 0.5
     if core.sum() < 20:
         return None
-    lightness, a, b = np.median(lab[core], axis=0)
+    _, a, b = np.median(lab[core], axis=0)
+    lightness = np.percentile(lab[core][:, 0], LIP_BODY_PERCENTILE)
     return float(lightness), float(a), float(b)
 
 
