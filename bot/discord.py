@@ -31,7 +31,9 @@ import discord
 from discord import app_commands
 from PIL import Image
 
-from bot.core import COMMANDS, OPERATOR_COMMANDS, Button, Core, Origin
+from bot.commands import BY_NAME, COMMANDS, Command
+from bot.core import Core
+from bot.ports import Button, Origin
 from facelab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,7 @@ def _view(buttons: Sequence[Button]) -> discord.ui.View | None:
 
 
 class DiscordMessenger:
-    """The core's way to answer on Discord (`bot.core.Messenger`)."""
+    """The core's way to answer on Discord (`bot.ports.Messenger`)."""
 
     platform = PLATFORM
     compresses_images = False  # files go up as they are
@@ -296,7 +298,7 @@ class FaceLabClient(discord.Client):
         self.messenger = DiscordMessenger(self)
         core.add_messenger(self.messenger)
         self.tree: app_commands.CommandTree[FaceLabClient] = app_commands.CommandTree(self)
-        for command in _COMMANDS:
+        for command in slash_commands():
             self.tree.add_command(command)
         self._max_bytes = settings.engine.max_bytes
         self._sync_commands = sync_commands
@@ -416,7 +418,7 @@ async def makeup(
         await client.core.on_pair(origin, images[0], images[1], strength=strength, mode=mode)
 
 
-@app_commands.command(description=COMMANDS["look"])
+@app_commands.command(description=BY_NAME["look"].help)
 @app_commands.describe(name="the look's name", selfie="your selfie (or send it afterwards)")
 async def look(interaction: Interaction, name: str, selfie: discord.Attachment | None = None) -> None:
     if selfie is None:
@@ -438,37 +440,52 @@ async def _look_names(interaction: Interaction, typed: str) -> list[app_commands
     return [app_commands.Choice(name=n, value=n) for n in names if typed.lower() in n][:25]
 
 
-@app_commands.command(description=COMMANDS["strength"])
+@app_commands.command(description=BY_NAME["strength"].help)
 @app_commands.describe(value="0 = none, 100 = full; leave out to see yours")
 async def strength(interaction: Interaction, value: app_commands.Range[int, 0, 100] | None = None) -> None:
     await _command(interaction, "strength", "" if value is None else str(value))
 
 
-@app_commands.command(name="mode", description=COMMANDS["mode"])
+@app_commands.command(name="mode", description=BY_NAME["mode"].help)
 @app_commands.describe(value="natural: makeup on your own skin; full: face paint too. Leave out to see yours")
 async def mode_command(interaction: Interaction, value: LookMode | None = None) -> None:
     await _command(interaction, "mode", value or "")
 
 
-@app_commands.command(description=OPERATOR_COMMANDS["admin"])
+@app_commands.command(description=BY_NAME["admin"].help)
 @app_commands.describe(action="stats, ban ID [reason] or unban ID")
-@app_commands.default_permissions()  # hidden from server members; the core checks access.admins anyway
 async def admin(interaction: Interaction, action: str) -> None:
     await _command(interaction, "admin", action)
 
 
-def _plain_command(name: str) -> app_commands.Command[Any, ..., None]:
+def _plain_command(command: Command) -> app_commands.Command[Any, ..., None]:
     async def callback(interaction: Interaction) -> None:
-        await _command(interaction, name)
+        await _command(interaction, command.name)
 
-    return app_commands.Command(name=name, description=COMMANDS[name], callback=callback)
+    return app_commands.Command(name=command.name, description=command.help, callback=callback)
 
 
-_COMMANDS: list[app_commands.Command[Any, ..., None]] = [
-    makeup,
-    look,
-    strength,
-    mode_command,
-    *(_plain_command(name) for name in ("reset", "stats", "forget", "privacy", "help")),
-    admin,
-]
+# The table's commands that take options, with Discord's own parameters for them.
+_WITH_OPTIONS: dict[str, app_commands.Command[Any, ..., None]] = {
+    "look": look,
+    "strength": strength,
+    "mode": mode_command,
+    "admin": admin,
+}
+# Telegram clients send /start when someone opens a bot; Discord has nothing like it.
+_NOT_ON_DISCORD = {"start"}
+
+
+def slash_commands() -> list[app_commands.Command[Any, ..., None]]:
+    """The command table (bot/commands.py) as slash commands, plus /makeup, Discord's one-message
+    try-on with both photos as attachments."""
+    published: list[app_commands.Command[Any, ..., None]] = [makeup]
+    for command in COMMANDS:
+        if command.name in _NOT_ON_DISCORD:
+            continue
+        slash = _WITH_OPTIONS.get(command.name) or _plain_command(command)
+        if command.audience == "admins":
+            # Hidden from server members (an empty permission set); the core checks access.admins anyway.
+            slash.default_permissions = discord.Permissions.none()
+        published.append(slash)
+    return published

@@ -44,7 +44,9 @@ from telegram.ext import (
     filters,
 )
 
-from bot.core import COMMANDS, OPERATOR_COMMANDS, Button, Core, Origin
+from bot.commands import COMMANDS, for_everyone
+from bot.core import Core
+from bot.ports import Button, Origin
 from bot.telegram_http import AiohttpRequest
 from facelab.logs import redact_in_logs
 from facelab.settings import TelegramSettings
@@ -112,7 +114,7 @@ class TelegramAdapter:
         """Connect (getMe), publish the command list, and start receiving updates."""
         app = self.application
         await app.initialize()
-        await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS.items()])
+        await app.bot.set_my_commands([BotCommand(c.name, c.help) for c in for_everyone()])
         await app.start()
         assert app.updater is not None
         if self._settings.mode == "webhook":
@@ -156,7 +158,7 @@ class TelegramAdapter:
             .concurrent_updates(InOrderPerPerson())
             .build()
         )
-        app.add_handler(CommandHandler([*COMMANDS, *OPERATOR_COMMANDS], self._on_command))
+        app.add_handler(CommandHandler([c.name for c in COMMANDS], self._on_command))
         # Other commands in a private chat: the core answers with what it does know.
         app.add_handler(MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, self._on_command))
         addressed = AddressedToBot()

@@ -30,7 +30,8 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from bot.core import Button, Core, Origin
+from bot.core import Core
+from bot.ports import Button, Origin
 from engine.errors import EngineError, Role
 from facelab.settings import Settings
 

@@ -1,4 +1,4 @@
-"""A `bot.core.Messenger` that records what the core sends: the adapter boundary, for tests."""
+"""A `bot.ports.Messenger` that records what the core sends: the adapter boundary, for tests."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bot.core import Button
+from bot.ports import Button
 
 
 @dataclass(frozen=True)

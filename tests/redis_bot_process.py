@@ -17,7 +17,8 @@ import sys
 
 from PIL import Image
 
-from bot.core import Core, Origin
+from bot.core import Core
+from bot.ports import Origin
 from facelab.commands.serve import Adapter, serve
 from facelab.settings import Settings
 from tests.conftest import face_path

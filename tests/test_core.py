@@ -21,8 +21,10 @@ import pytest_asyncio
 from PIL import Image
 from redis.asyncio import Redis
 
-from bot.core import Core, Origin
+from bot.commands import COMMANDS
+from bot.core import Core
 from bot.engine_process import EngineProcess
+from bot.ports import Origin
 from bot.queue import JobRunner, LocalJobQueue
 from bot.queue_redis import RedisResults
 from bot.results import ResultStore
@@ -504,6 +506,14 @@ async def test_help_privacy_and_unknown_commands(bot: Bot) -> None:
     assert "Never an image" in bot.messenger.texts()[-1] and "5 minutes" in bot.messenger.texts()[-1]
     await bot.core.on_command(user("ann"), "dance")
     assert bot.messenger.texts()[-1] == "I don't know /dance. Send /help to see what I can do."
+
+
+async def test_help_lists_exactly_the_command_tables_commands_for_everyone(bot: Bot) -> None:
+    await bot.core.on_command(user("ann"), "help")
+    listed = re.findall(r"^/(\w+)", bot.messenger.texts()[-1], flags=re.MULTILINE)
+    assert listed == [command.name for command in COMMANDS if command.audience == "everyone"]
+    assert "admin" not in listed and "strength" in listed
+    assert "strength is 70 and the look mode natural" in bot.messenger.texts()[-1]
 
 
 async def test_stats_count_jobs_and_forget_deletes_everything(

@@ -343,7 +343,7 @@ async def test_logs_carry_job_fields_but_no_token_or_image_bytes(
             assert not trace.search(text), f"{name}: {trace.search(text)}"
     lines = output.getvalue().splitlines()
     assert len(lines) > 50  # DEBUG from PTB, httpx, aiohttp, the core... really were captured
-    ok_job = next(line for line in lines if "bot.core: job ok" in line)
+    ok_job = next(line for line in lines if "bot.delivery: job ok" in line)
     assert re.search(r"job_id=[0-9a-f]{32} platform=telegram chat_type=private status=ok", ok_job)
     assert re.search(r"queue_wait_ms=\d+ engine_ms=\d+", ok_job)
     # The faceless photo was refused on arrival, before any job.

@@ -22,7 +22,7 @@ def engine() -> EmbeddedEngine:
 def test_clearly_made_up_faces_score_well_above_bare_ones(engine: EmbeddedEngine) -> None:
     bare = {name: engine.inspect(face_path(name).read_bytes(), "selfie").makeup for name in BARE}
     made_up = {name: engine.inspect(face_path(name).read_bytes(), "reference").makeup for name in MADE_UP}
-    # The bot reorders a pair only beyond this margin (bot.core.ORDER_BY_MAKEUP_MARGIN).
+    # The bot reorders a pair only beyond this margin (bot.pairing.ORDER_BY_MAKEUP_MARGIN).
     assert min(made_up.values()) - max(bare.values()) >= 1.5, (bare, made_up)
 
 

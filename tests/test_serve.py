@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.core import Core, Origin
+from bot.core import Core
+from bot.ports import Origin
 from facelab.commands.serve import Adapter, serve
 from facelab.settings import DatabaseSettings, QueueSettings, Settings
 from tests.conftest import face_path

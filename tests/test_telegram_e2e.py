@@ -24,6 +24,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
+from bot.commands import COMMANDS
 from bot.engine_process import EngineProcess
 from bot.queue import JobQueue, LocalJobQueue
 from facelab.commands import serve as serve_command
@@ -257,7 +258,11 @@ async def test_mode_command_and_the_full_look_button(
     monkeypatch.setitem(serve_command.QUEUES, "local", queue_spotting_paint)
     chat = dm(ALICE)
     async with serving(settings_for(fake, tmp_path), fake):
-        assert "mode" in [c["command"] for c in fake.calls_to("setMyCommands")[-1].params["commands"]]
+        menu = fake.calls_to("setMyCommands")[-1].params["commands"]
+        # The command table's commands for everyone, in its order, with its help; /admin stays off the menu.
+        assert [(c["command"], c["description"]) for c in menu] == [
+            (command.name, command.help) for command in COMMANDS if command.audience == "everyone"
+        ]
         fake.send_photo(ALICE, chat, selfie(3))
         assert "Got your selfie" in (await fake.next_call("sendMessage", chat.id)).params["text"]
         fake.send_photo(ALICE, chat, painted)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class Adapter(Protocol):
-    """A chat platform wired to the core. Its constructor registers its `bot.core.Messenger` with
+    """A chat platform wired to the core. Its constructor registers its `bot.ports.Messenger` with
     `core.add_messenger`; `start()` returns once it receives updates; `stop()` stops it."""
 
     async def start(self) -> None: ...
