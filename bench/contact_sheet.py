@@ -19,7 +19,7 @@ import numpy as np
 from engine.embedded import EmbeddedEngine
 from engine.faces import Face
 from engine.images import load_image
-from facelab.settings import EngineSettings
+from engine.settings import EngineSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FACES_DIR = Path(os.environ.get("FACELAB_FACES_DIR", REPO_ROOT.parent / "shared/data/faces"))

@@ -42,9 +42,10 @@ from engine.diffusion.engine import DiffusionEngine
 from engine.diffusion.layout import ModelLayout
 from engine.diffusion.modules import MakeupEncoder, install_makeup_processors
 from engine.diffusion.pipeline import StableMakeupPipeline, place
+from engine.diffusion.settings import DIFFUSION_PRESETS, DiffusionSettings
 from engine.embedded import EmbeddedEngine
 from engine.images import load_image
-from facelab.settings import DIFFUSION_PRESETS, DiffusionSettings, EngineSettings
+from engine.settings import EngineSettings
 from tests.diffusion_models import write_tiny_models
 
 REPO = Path(__file__).resolve().parent.parent

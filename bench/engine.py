@@ -71,7 +71,7 @@ def main() -> None:
     pin_to_one_core()
 
     from engine.embedded import EmbeddedEngine
-    from facelab.settings import EngineSettings
+    from engine.settings import EngineSettings
 
     settings = EngineSettings(threads=1)
     engine = EmbeddedEngine(settings)

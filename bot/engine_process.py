@@ -30,7 +30,7 @@ from typing import Any
 from bot.queue import JobFailed, QueueClosed
 from engine.api import MakeupEngine, MakeupRequest, MakeupResult
 from engine.errors import EngineError
-from facelab.settings import EngineSettings
+from engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import logging
 from engine.api import MakeupEngine
 from engine.diffusion.availability import unavailable_reason
 from engine.embedded import EmbeddedEngine
-from facelab.settings import EngineSettings
+from engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 

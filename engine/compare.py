@@ -7,7 +7,7 @@ import numpy as np
 
 from engine.errors import Role
 from engine.images import encode_image, load_image
-from facelab.settings import EngineSettings
+from engine.settings import EngineSettings
 
 # Each half is scaled down to this longest side: the picture is for looking at, not for keeping.
 HALF_MAX_SIDE = 1280

@@ -19,6 +19,7 @@ from engine.faces import FaceBackend, MediapipeBackend, usable_faces
 from engine.images import encode_image, load_image
 from engine.looks import LookMakeup, get_look
 from engine.makeup_score import makeup_score
+from engine.settings import EngineSettings
 from engine.transfer import (
     MIRROR_FROM_YAW,
     Makeup,
@@ -31,7 +32,6 @@ from engine.transfer import (
     prepare_reference,
     warp_reference,
 )
-from facelab.settings import EngineSettings
 
 REFERENCE_CACHE_SIZE = 8  # users often try several strengths or selfies with one reference
 

@@ -10,7 +10,7 @@ import numpy as np
 from engine.faces import Face, MediapipeBackend
 from engine.images import load_image
 from engine.regions import region_masks
-from facelab.settings import EngineSettings
+from engine.settings import EngineSettings
 from tests.conftest import face_path
 
 LIMITS = {"max_pixels": 100_000_000, "max_bytes": 100_000_000}

@@ -10,7 +10,7 @@ kind of bad or unusual upload must produce:
 `Expect.error` is the ImageError kind `engine.images.load_image` raises (None: it decodes, into
 `shape`, looking like `like` within `tolerance`); `Expect.engine` lists the outcomes that are right
 once the whole engine runs on it ("ok" or an EngineError kind). Limits are the defaults of
-`facelab.settings.EngineSettings`. Photo-like items are built from the shared face photos
+`engine.settings.EngineSettings`. Photo-like items are built from the shared face photos
 (`tests.conftest.face_path`, which skips when they are absent); `synthetic_corpus()` needs none.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image
 
-from facelab.settings import EngineSettings
+from engine.settings import EngineSettings
 from tests.conftest import face_path
 
 pillow_heif.register_heif_opener()  # so the corpus can write HEIC even without engine.images loaded

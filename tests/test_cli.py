@@ -11,9 +11,9 @@ import pytest
 from engine.api import MakeupEngine, MakeupRequest, MakeupResult
 from engine.backends import create_engine
 from engine.images import load_image
+from engine.settings import EngineSettings
 from facelab.cli import main
 from facelab.commands import apply, batch
-from facelab.settings import EngineSettings
 from tests.conftest import face_path
 from tests.engine_helpers import LIMITS
 

@@ -28,13 +28,14 @@ from engine.diffusion.engine import DiffusionEngine, guidance_for, square_box
 from engine.diffusion.layout import ModelLayout
 from engine.diffusion.loading import CheckpointError
 from engine.diffusion.pipeline import StableMakeupPipeline
+from engine.diffusion.settings import DiffusionSettings
 from engine.diffusion.structure import BLUE, CYAN, LIME, MAGENTA, draw_structure
 from engine.embedded import EmbeddedEngine
 from engine.faces import Face
 from engine.images import load_image
 from engine.regions import FACE_OVAL, LEFT_EYE, RIGHT_EYE
+from engine.settings import EngineSettings
 from facelab.cli import main as facelab_main
-from facelab.settings import DiffusionSettings, EngineSettings
 from tests.conftest import REPO_ROOT, face_path
 from tests.diffusion_models import write_tiny_models
 from tests.engine_helpers import LIMITS, backend, faces, mask, photo

@@ -23,7 +23,7 @@ from bot.queue import JobFailed
 from engine.api import MakeupEngine, MakeupRequest, MakeupResult
 from engine.embedded import EmbeddedEngine
 from engine.errors import NoFaceError
-from facelab.settings import EngineSettings
+from engine.settings import EngineSettings
 from tests.conftest import face_path
 
 CRASH = b"crash the engine"

@@ -14,7 +14,7 @@ import pytest
 from engine.embedded import EmbeddedEngine
 from engine.faces import Face
 from engine.regions import LEFT_EYE, LIPS_INNER, RIGHT_EYE
-from facelab.settings import EngineSettings
+from engine.settings import EngineSettings
 from tests.engine_helpers import backend, delta_e, faces, mask, mean_lab, photo
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from engine.embedded import EmbeddedEngine
 from engine.errors import ImageError, NoFaceError
-from facelab.settings import EngineSettings
+from engine.settings import EngineSettings
 from tests.conftest import face_path
 
 BARE = ["sm_source_02.jpg", "dlib_source_01.jpg", "tmw_source_01.jpg", "shmt_source_03.jpg"]

@@ -18,8 +18,8 @@ from engine.errors import ImageError, ImageTooLargeError, UnknownLookError
 from engine.faces import Face
 from engine.images import encode_image, load_image
 from engine.regions import FACE_OVAL
+from engine.settings import EngineSettings
 from engine.transfer import _triangle_affines
-from facelab.settings import EngineSettings
 from tests.conftest import REPO_ROOT, face_path
 from tests.engine_helpers import LIMITS, backend, delta_e, faces, makeup_colour, mask, mean_lab, photo
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from engine.diffusion.layout import ModelLayout
-from facelab.settings import DiffusionSettings
+from engine.diffusion.settings import DiffusionSettings
 
 EXTRA_PACKAGES = ("torch", "diffusers", "transformers")
 

@@ -26,12 +26,13 @@ import torch
 from engine.api import MakeupRequest, MakeupResult
 from engine.diffusion.compose import compose_full
 from engine.diffusion.pipeline import StableMakeupPipeline, StageTimer
+from engine.diffusion.settings import DiffusionSampling
 from engine.diffusion.structure import draw_structure
 from engine.embedded import EmbeddedEngine, MadeUp
 from engine.faces import Face, to_ibug68, usable_faces
 from engine.images import encode_image, load_image
+from engine.settings import EngineSettings
 from engine.transfer import prepare_reference
-from facelab.settings import DiffusionSampling, EngineSettings
 
 # Square crop side = this × the larger side of the landmark box: the whole face, some hair and neck,
 # like the face-centred training images.

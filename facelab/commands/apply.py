@@ -11,7 +11,8 @@ from engine.backends import EngineUnavailableError, create_engine
 from engine.compare import before_after
 from engine.errors import EngineError
 from engine.looks import load_looks
-from facelab.settings import EngineSettings, load_settings
+from engine.settings import EngineSettings
+from facelab.settings import load_settings
 
 LOOK_PREFIX = "look:"  # a reference written as look:NAME means a preset look
 PAINT_LEFT_OUT = "note: the reference wears face paint that natural mode leaves out; --mode full carries it"
