@@ -33,7 +33,8 @@ from bot.texts import (
 from engine.api import MODES, MakeupResult
 from engine.compare import before_after
 from engine.errors import EngineError
-from facelab.settings import BotSettings, EngineSettings
+from engine.settings import EngineSettings
+from facelab.settings import BotSettings
 from storage import Storage, UsageRecord, UsageStatus
 
 log = logging.getLogger(__name__)
