@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.backends import BACKENDS, Backend
 from facelab.cli import main
 
-CHECKS = {"config", "database", "redis", "models", "engine"}
+OUTCOMES = {"ok", "skip", "warn", "FAIL"}
 
 
 def write_config(tmp_path: Path, text: str) -> str:
@@ -21,7 +22,7 @@ def write_config(tmp_path: Path, text: str) -> str:
 def doctor(config: str, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, str]]:
     code = main(["--config", config, "doctor", *extra])
     lines = capsys.readouterr().out.splitlines()
-    return code, {line.split()[0]: line for line in lines if line.split()[:1] and line.split()[0] in CHECKS}
+    return code, {line.split()[0]: line for line in lines if set(line.split()[1:2]) & OUTCOMES}
 
 
 def test_good_config_passes_every_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,7 +35,8 @@ def test_good_config_passes_every_check(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 0
     assert checks["config"].split()[1] == "ok" and "telegram" in checks["config"]
     assert checks["database"].split()[1] == "ok" and "schema up to date" in checks["database"]
-    assert checks["redis"].split()[1] == "skip" and checks["models"].split()[1] == "skip"
+    assert checks["redis"].split()[1] == "skip"
+    assert checks["embedded"].split()[1] == "ok" and checks["diffusion"].split()[1] == "skip"
     assert checks["engine"].split()[1] == "ok" and "no_face" in checks["engine"]
     assert (tmp_path / "ok.db").is_file()  # opened and migrated
     assert "fake-token-for-doctor" not in "".join(checks.values())
@@ -52,10 +54,12 @@ def test_unreachable_services_and_missing_weights_fail(
     )
     code, checks = doctor(config, capsys, "--skip-engine")
     assert code == 1
-    for name in ("database", "redis", "models"):
+    for name in ("database", "redis", "diffusion"):
         assert checks[name].split()[1] == "FAIL", checks[name]
     assert "unreachable" in checks["database"] and "hunter22" not in checks["database"]
-    assert "missing" in checks["models"] or "not installed" in checks["models"]
+    assert "missing" in checks["diffusion"] or "not installed" in checks["diffusion"]
+    assert "facelab models check" in checks["diffusion"]
+    assert checks["embedded"].split()[1] == "skip"
     assert "engine" not in checks
 
 
@@ -66,6 +70,10 @@ def test_unreachable_services_and_missing_weights_fail(
         ('[access]\nadmins = ["12345"]\n', "access.admins.0: String should match pattern"),
         ("[queue\nbackend = 1\n", "Expected ']'"),
         ('[database]\nurl = "mysql://x"\n', "unsupported database 'mysql'"),
+        (
+            '[engine]\nbackend = "gpu"\n',
+            "engine.backend: Value error, unknown engine backend 'gpu'; known: embedded, diffusion",
+        ),
     ],
 )
 def test_broken_config_says_what_is_wrong(
@@ -80,3 +88,25 @@ def test_broken_config_says_what_is_wrong(
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, checks = doctor(str(tmp_path / "absent.toml"), capsys)
     assert code == 1 and "config file not found" in checks["config"]
+
+
+def test_doctor_reports_each_registered_backend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend is one registry entry: the setting accepts its name and doctor checks it."""
+    probe = Backend(
+        build=BACKENDS["embedded"].build,
+        unavailable_reason=lambda _settings: "the probe card is not plugged in",
+        ready=lambda _settings: "ready",
+        required=lambda _settings: True,
+        doctor_hint="see the probe manual",
+    )
+    monkeypatch.setitem(BACKENDS, "probe", probe)
+    database = f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "ok.db"}"\n'
+    config = write_config(tmp_path, database + '[engine]\nbackend = "probe"\n')
+    code, checks = doctor(config, capsys, "--skip-engine")
+    assert code == 1
+    assert set(BACKENDS) <= checks.keys()
+    assert checks["probe"].split()[1] == "FAIL"
+    assert "the probe card is not plugged in (see the probe manual)" in checks["probe"]
+    assert all(checks[name].split()[1] == "skip" for name in BACKENDS if name != "probe")

@@ -1,6 +1,6 @@
 """`facelab doctor`: check the config, the database (open and migrate), Redis (when the queue uses
-it), the diffusion weights (when that engine is configured) and the engine itself (a self-test on a
-synthetic image), print one line per check and exit non-zero when anything is wrong."""
+it), each registered engine backend (can the configured one run here?) and the engine itself (a
+self-test on a synthetic image), print one line per check and exit non-zero when anything is wrong."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def diagnose(config: Path | None, *, engine: bool = True) -> list[Check]:
         return [Check("config", "FAIL", _config_problem(error))]
     checks = [_check_config(settings, config)]
     checks += asyncio.run(_check_services(settings))
-    checks.append(_check_models(settings))
+    checks += _check_backends(settings)
     if engine:
         checks.append(_check_engine(settings))
     return checks
@@ -114,18 +114,25 @@ async def _check_redis(settings: Settings) -> Check:
     return Check("redis", "ok", f"{shown}: answers PING")
 
 
-def _check_models(settings: Settings) -> Check:
-    if settings.engine.backend != "diffusion":
-        return Check("models", "skip", "the embedded engine needs no downloaded weights")
-    from engine.diffusion.availability import unavailable_reason
+def _check_backends(settings: Settings) -> list[Check]:
+    """One line per registered engine backend; only the configured one can fail."""
+    from engine.backends import BACKENDS
 
-    diffusion = settings.engine.diffusion
-    reason = unavailable_reason(diffusion)
-    if reason is None:
-        return Check("models", "ok", f"{diffusion.models_dir}: every weight file present, device ready")
-    # Not required: the embedded engine stands in, which works but is not what was configured.
-    outcome: Outcome = "FAIL" if diffusion.required else "warn"
-    return Check("models", outcome, f"{reason} (see `facelab models check`)")
+    engine = settings.engine
+    checks = []
+    for name, backend in BACKENDS.items():
+        if name != engine.backend:
+            checks.append(Check(name, "skip", f'not used (engine.backend = "{engine.backend}")'))
+            continue
+        reason = backend.unavailable_reason(engine)
+        if reason is None:
+            checks.append(Check(name, "ok", backend.ready(engine)))
+            continue
+        # Not required: the embedded engine stands in, which works but is not what was configured.
+        outcome: Outcome = "FAIL" if backend.required(engine) else "warn"
+        hint = f" ({backend.doctor_hint})" if backend.doctor_hint else ""
+        checks.append(Check(name, outcome, f"{reason}{hint}"))
+    return checks
 
 
 def _check_engine(settings: Settings) -> Check:
