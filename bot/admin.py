@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from facelab.settings import AccessSettings
+from bot.settings import AccessSettings
 from storage import AdminStats, Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)

@@ -43,11 +43,11 @@ from bot.ports import Messenger, Messengers, Origin
 from bot.preferences import Preferences
 from bot.queue import JobQueue
 from bot.results import Inputs, MemoryResults, ResultStore
+from bot.settings import BotConfig
 from bot.texts import GOT_REFERENCE, GOT_SELFIE, MODE_USAGE, NOT_TWO_PHOTOS, UNKNOWN_COMMAND, UNUSABLE_HINT
 from engine.api import MODES, Inspection, PhotoInspector
 from engine.embedded import EmbeddedEngine
 from engine.errors import EngineError, Role
-from facelab.settings import Settings
 from storage import Storage
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Core:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: BotConfig,
         queue: JobQueue,
         storage: Storage,
         *,

@@ -21,6 +21,7 @@ from bot.metrics import Metrics
 from bot.ports import Button, Messengers, Origin
 from bot.queue import Job, JobQueue, QueueError, Ticket
 from bot.results import Inputs, ResultStore, StoredResult
+from bot.settings import BotSettings
 from bot.texts import (
     EXPIRED_NOTICE,
     MODE_NAMES,
@@ -34,7 +35,6 @@ from engine.api import MODES, MakeupResult
 from engine.compare import before_after
 from engine.errors import EngineError
 from engine.settings import EngineSettings
-from facelab.settings import BotSettings
 from storage import Storage, UsageRecord, UsageStatus
 
 log = logging.getLogger(__name__)

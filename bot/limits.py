@@ -23,7 +23,7 @@ from limits.aio.storage import Storage as RateStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
-from facelab.settings import AccessSettings, LimitsSettings, Settings
+from bot.settings import AccessSettings, BotConfig, LimitsSettings, QueueSettings
 from storage import Storage
 from storage.api import utcnow
 
@@ -61,10 +61,9 @@ class Refusal:
     user_message: str
 
 
-def rate_storage_for(settings: Settings) -> RateStorage:
+def rate_storage_for(queue: QueueSettings) -> RateStorage:
     """Where per-minute windows live: Redis when bot processes share a Redis queue (under the queue's
     key prefix, so deployments sharing a Redis keep apart), else memory."""
-    queue = settings.queue
     if queue.backend == "redis":
         # redis-py's asyncio client is already a dependency of the Redis queue; no second client.
         return RedisStorage(
@@ -96,9 +95,9 @@ class Gatekeeper:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, storage: Storage, clock: Callable[[], datetime] = utcnow
+        cls, settings: BotConfig, storage: Storage, clock: Callable[[], datetime] = utcnow
     ) -> Gatekeeper:
-        return cls(settings.limits, settings.access, storage, rate_storage_for(settings), clock)
+        return cls(settings.limits, settings.access, storage, rate_storage_for(settings.queue), clock)
 
     async def admit(self, requester: Requester, *, rerun: bool = False) -> Refusal | None:
         """None when the try-on may run (and then it counts toward the per-minute windows).

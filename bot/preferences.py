@@ -4,9 +4,9 @@ and set from what they typed or pressed (answering with the text to tell them)."
 from __future__ import annotations
 
 from bot.ports import Origin
+from bot.settings import BotSettings
 from bot.texts import MODE_HELP, MODE_USAGE, STRENGTH_USAGE
 from engine.api import MODES
-from facelab.settings import BotSettings
 from storage import Storage, StorageUnavailable
 
 

@@ -41,9 +41,9 @@ from taskiq_redis.exceptions import ResultIsMissingError
 
 from bot.queue import Job, JobFailed, QueueClosed, QueueError, QueueFull, Ticket, UserQueueCapReached
 from bot.results import StoredResult, decode_stored, encode_stored
+from bot.settings import QueueSettings
 from engine.api import MakeupRequest, MakeupResult
 from engine.errors import EngineError
-from facelab.settings import QueueSettings
 
 log = logging.getLogger(__name__)
 

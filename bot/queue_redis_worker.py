@@ -26,8 +26,8 @@ from bot.queue_redis import (
     encode_error,
     encode_result,
 )
+from bot.settings import QueueSettings
 from engine.errors import EngineError
-from facelab.settings import QueueSettings
 
 log = logging.getLogger(__name__)
 

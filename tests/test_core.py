@@ -28,8 +28,9 @@ from bot.ports import Origin
 from bot.queue import JobRunner, LocalJobQueue
 from bot.queue_redis import RedisResults
 from bot.results import ResultStore
+from bot.settings import BotSettings, LimitsSettings, QueueSettings
 from engine.api import MakeupRequest, MakeupResult
-from facelab.settings import BotSettings, LimitsSettings, QueueSettings, Settings
+from facelab.settings import Settings
 from storage import Storage
 from tests.conftest import face_path
 from tests.paint_spotter import PaintSpotter

@@ -13,7 +13,7 @@ import pytest
 from limits.aio.storage import MemoryStorage
 
 from bot.limits import Gatekeeper, Requester, rate_storage_for
-from facelab.settings import AccessSettings, LimitsSettings, QueueSettings, Settings
+from bot.settings import AccessSettings, LimitsSettings, QueueSettings
 from storage import Storage, UsageRecord, UsageStatus
 
 ALICE = Requester("telegram", "1", "1", group=False)
@@ -27,8 +27,8 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     await storage.close()
 
 
-def redis_settings(redis_url: str, prefix: str) -> Settings:
-    return Settings(queue=QueueSettings(backend="redis", redis_url=redis_url, redis_prefix=prefix))
+def redis_settings(redis_url: str, prefix: str) -> QueueSettings:
+    return QueueSettings(backend="redis", redis_url=redis_url, redis_prefix=prefix)
 
 
 def record(requester: Requester, at: datetime, status: UsageStatus = UsageStatus.OK) -> UsageRecord:
@@ -128,7 +128,7 @@ async def test_group_daily_quota_is_counted_from_storage(storage: Storage) -> No
 
 
 async def test_unreachable_redis_admits_and_keeps_stored_quotas(storage: Storage) -> None:
-    dead = Settings(queue=QueueSettings(backend="redis", redis_url="redis://127.0.0.1:1/0"))
+    dead = QueueSettings(backend="redis", redis_url="redis://127.0.0.1:1/0")
     gatekeeper = Gatekeeper(
         LimitsSettings(user_per_minute=1, user_per_day=1), AccessSettings(), storage, rate_storage_for(dead)
     )

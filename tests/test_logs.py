@@ -10,8 +10,9 @@ import logging
 import pytest
 from pydantic import SecretStr
 
+from bot.settings import QueueSettings
 from facelab.logs import secrets_of, setup_logging
-from facelab.settings import DatabaseSettings, LoggingSettings, QueueSettings, Settings, TelegramSettings
+from facelab.settings import DatabaseSettings, LoggingSettings, Settings, TelegramSettings
 
 TOKEN = "987654:secret-token-value"
 

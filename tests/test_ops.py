@@ -24,10 +24,11 @@ from redis.asyncio import Redis
 from bot.metrics import MeteredRunner, Metrics
 from bot.queue import Job
 from bot.queue_redis import RedisJobQueue
+from bot.settings import QueueSettings
 from engine.api import MakeupRequest, MakeupResult
 from engine.errors import NoFaceError
 from facelab.ops_server import HealthCheck, OpsServer
-from facelab.settings import MetricsSettings, QueueSettings
+from facelab.settings import MetricsSettings
 from storage import UsageRecord, UsageStatus
 from tests.conftest import REPO_ROOT, free_port
 from tests.redis_bot_process import small_photo

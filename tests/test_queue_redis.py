@@ -38,8 +38,8 @@ from bot.queue_redis import (
     encode_result,
 )
 from bot.queue_redis_worker import run_worker
+from bot.settings import QueueSettings
 from engine.api import MakeupRequest, MakeupResult
-from facelab.settings import QueueSettings
 from storage import Storage
 from storage.migrate import alembic_config
 from tests.conftest import REPO_ROOT

@@ -10,8 +10,9 @@ import pytest
 
 from bot.core import Core
 from bot.ports import Origin
+from bot.settings import QueueSettings
 from facelab.commands.serve import Adapter, serve
-from facelab.settings import DatabaseSettings, QueueSettings, Settings
+from facelab.settings import DatabaseSettings, Settings
 from tests.conftest import face_path
 from tests.recording_messenger import RecordingMessenger
 
