@@ -46,9 +46,9 @@ from telegram.ext import (
 
 from bot.commands import COMMANDS, for_everyone
 from bot.core import Core
+from bot.log_redaction import redact_in_logs
 from bot.ports import Button, Origin
 from bot.telegram_http import AiohttpRequest
-from facelab.logs import redact_in_logs
 from facelab.settings import TelegramSettings
 
 log = logging.getLogger(__name__)

@@ -2,85 +2,29 @@
 JSON lines (`[logging]` in the config). Structured fields passed as `extra=` (job_id, platform,
 queue_wait_ms, engine_ms, ...) become `key=value` pairs or JSON keys.
 
-Secrets never reach a log: `redact_in_logs` wraps the log-record factory, so every record, from any
-library and for any handler, has the registered tokens and passwords and any Bot API token in a URL
-(httpx logs each request URL, which carries it) replaced before anyone formats it; the handler set up
-here redacts its finished lines too, which covers exception tracebacks."""
+Secrets never reach a log: every configured token and password is registered with
+`bot.log_redaction`, which redacts each record as it is made, and the handler set up here redacts its
+finished lines too, which covers exception tracebacks."""
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any, TextIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
+from bot.log_redaction import Redactor, redact_in_logs
 from facelab.settings import LoggingSettings, Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = ["asctime", "levelname", "name", "message"]
-REDACTED = "<redacted>"
 HANDLER_NAME = "facelab"
-# A Bot API token in a URL path, "/bot<digits>:<secret>" (":" percent-encoded in file URLs), even one
-# that is not configured here.
-BOT_URL_TOKEN = re.compile(r"(?<=/bot)\d+(?::|%3A)[\w-]+")
 # Libraries whose INFO lines are one per HTTP request (every poll); kept for DEBUG.
 CHATTY_LOGGERS = ("httpx", "httpcore", "aiohttp.access", "discord.gateway")
-# Shorter "secrets" would redact ordinary words.
-MIN_SECRET_LENGTH = 6
-
-
-class Redactor:
-    """Replaces registered secrets (as written and percent-encoded) and Bot API URL tokens."""
-
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
-
-    def add(self, secret: str) -> None:
-        if len(secret) < MIN_SECRET_LENGTH:
-            return
-        self._secrets.update({secret, quote(secret, safe="")})
-        words = sorted(self._secrets, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, words)))
-
-    def __call__(self, text: str) -> str:
-        if self._pattern is not None:
-            text = self._pattern.sub(REDACTED, text)
-        return BOT_URL_TOKEN.sub(REDACTED, text)
-
-
-class _RedactingRecordFactory:
-    def __init__(self, wrapped: Any, redact: Redactor) -> None:
-        self.wrapped = wrapped
-        self.redact = redact
-
-    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record: logging.LogRecord = self.wrapped(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):  # a malformed call; logging reports it when emitting
-            return record
-        clean = self.redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return record
-
-
-def redact_in_logs(*secrets: str) -> Redactor:
-    """Keep `secrets` out of every log record made from now on, in this process. Returns the
-    process's redactor (one for all callers: the record factory is process-wide)."""
-    factory = logging.getLogRecordFactory()
-    if not isinstance(factory, _RedactingRecordFactory):
-        factory = _RedactingRecordFactory(factory, Redactor())
-        logging.setLogRecordFactory(factory)
-    for secret in secrets:
-        factory.redact.add(secret)
-    return factory.redact
 
 
 class TextFormatter(logging.Formatter):

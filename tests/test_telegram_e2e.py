@@ -26,10 +26,10 @@ from PIL import Image
 
 from bot.commands import COMMANDS
 from bot.engine_process import EngineProcess
+from bot.log_redaction import REDACTED
 from bot.queue import JobQueue, LocalJobQueue
 from bot.settings import QueueSettings
 from facelab.commands import serve as serve_command
-from facelab.logs import REDACTED
 from facelab.settings import DatabaseSettings, Settings, TelegramSettings
 from tests.conftest import face_path
 from tests.fake_telegram import TOKEN, ApiCall, Chat, FakeTelegram, User
