@@ -46,9 +46,10 @@ from PIL import Image  # noqa: E402
 from bot.engine_process import EngineProcess  # noqa: E402
 from bot.queue import JobQueue, LocalJobQueue  # noqa: E402
 from bot.settings import QueueSettings  # noqa: E402
+from bot.telegram.settings import TelegramSettings  # noqa: E402
 from engine.api import MakeupRequest  # noqa: E402
 from facelab.commands import serve as serve_command  # noqa: E402
-from facelab.settings import DatabaseSettings, Settings, TelegramSettings  # noqa: E402
+from facelab.settings import DatabaseSettings, Settings  # noqa: E402
 from tests.fake_telegram import TOKEN, Chat, FakeTelegram, User  # noqa: E402
 
 FACES_DIR = Path(os.environ.get("FACELAB_FACES_DIR", REPO_ROOT.parent / "shared/data/faces"))

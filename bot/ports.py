@@ -1,14 +1,23 @@
 """The boundary between the conversation core and the chat platforms: where a message came from
 (`Origin`), the buttons the core puts under its answers (`Button`), what an adapter implements so the
 core can answer (`Messenger`), and the core's side of it (`Messengers`: one per platform, failures
-logged rather than raised)."""
+logged rather than raised). Also what makes a platform: its section of the config, which says
+whether it is configured and builds its `Adapter` (`PlatformSettings`).
+"""
 
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from bot.core import Core
+    from facelab.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +139,31 @@ class Messengers:
             await self.of(origin).send_action(origin.chat_id)
         except Exception:
             log.warning("could not send a chat action to %s", origin.platform, exc_info=True)
+
+
+class Adapter(Protocol):
+    """A chat platform wired to the core. Its constructor registers its `Messenger` with
+    `core.add_messenger`; `start()` returns once it receives updates; `stop()` stops it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class PlatformSettings(BaseModel):
+    """A chat platform's section of the config (`[telegram]`, ...), and so its entry in the
+    registry: every such section of `facelab.settings.Settings` is a platform `facelab serve` can run,
+    and its name is the platform's (in `Origin.platform` and in `access` ids such as "telegram:123").
+    """
+
+    # Run when no other platform is configured, so that a fresh install has something to try.
+    fallback: ClassVar[bool] = False
+
+    @abstractmethod
+    def configured(self) -> bool:
+        """Whether these settings ask for the platform (a token is set, ...)."""
+
+    @abstractmethod
+    def build(self, settings: Settings, core: Core) -> Adapter:
+        """The platform's adapter, registered with `core`; imports the platform's library, so
+        only platforms that run pay for it."""

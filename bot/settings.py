@@ -25,9 +25,9 @@ class BotSettings(BaseModel):
     announce_wait_s: float = Field(default=3.0, ge=0)
 
 
-# "platform:user id" as the chat platform reports it, e.g. "telegram:12345" or "discord:8123...".
-PLATFORM_USER = r"^(telegram|discord|web):\S+$"
-PlatformUser = Annotated[str, StringConstraints(pattern=PLATFORM_USER)]
+# "platform:user id" as the chat platform reports it, e.g. "telegram:12345" or "discord:8123..."; the
+# platform must be a registered one (facelab.settings.Settings checks it: the registry is there).
+PlatformUser = Annotated[str, StringConstraints(pattern=r"^[a-z]+:\S+$")]
 
 
 class LimitsSettings(BaseModel):

@@ -1,12 +1,15 @@
 """One typed settings object, read from a TOML file (documented in config.example.toml) with
-environment overrides such as FACELAB_TELEGRAM__TOKEN. Built once at start-up and passed down."""
+environment overrides such as FACELAB_TELEGRAM__TOKEN. Built once at start-up and passed down.
+
+Settings live with the code that reads them; this module composes the sections (each chat platform's
+comes from its package in bot/)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,7 +17,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.discord.settings import DiscordSettings
+from bot.ports import PlatformSettings
 from bot.settings import AccessSettings, BotSettings, LimitsSettings, QueueSettings
+from bot.telegram.settings import TelegramSettings
+from bot.web.settings import WebSettings
 from engine.settings import EngineSettings
 
 
@@ -48,61 +55,6 @@ class LoggingSettings(BaseModel):
     format: Literal["text", "json"] = "text"
 
 
-class TelegramSettings(BaseModel):
-    token: SecretStr | None = None
-    base_url: str = "https://api.telegram.org/bot"
-    base_file_url: str = "https://api.telegram.org/file/bot"
-    mode: Literal["polling", "webhook"] = "polling"
-    webhook_url: str = ""
-    webhook_listen: str = "127.0.0.1"
-    webhook_port: int = 8443
-    # Telegram sends it in a header with every webhook call; unset: a random one per start.
-    webhook_secret: SecretStr | None = None
-    # Times a call refused with 429 is retried after the retry_after Telegram asks for.
-    max_retries: int = Field(default=3, ge=0)
-    # Messages a second across all chats that replies are paced under: Telegram's flood limit for a bot.
-    # 0 turns the pacing off (429 answers are still honoured); raise it only if Telegram allows more.
-    messages_per_s: float = Field(default=30.0, ge=0)
-    # The cloud Bot API refuses downloads above 20 MB; raise only with a self-hosted Bot API server.
-    max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
-
-    @model_validator(mode="after")
-    def _webhook_needs_an_address(self) -> TelegramSettings:
-        if self.mode == "webhook" and not self.webhook_url:
-            raise ValueError('telegram.webhook_url is required when telegram.mode is "webhook"')
-        return self
-
-
-class DiscordSettings(BaseModel):
-    token: SecretStr | None = None
-    # The message flow in server channels (two images in a message, or an image replying to one)
-    # needs the privileged Message Content intent; without it only slash commands, DMs and mentions work.
-    message_content: bool = True
-    # Publish the slash commands at start-up (`facelab serve --sync-commands`); only needed when they
-    # change, since Discord rate-limits it.
-    sync_commands: bool = False
-    # Sharding, required past 2,500 servers: this process runs shard `shard_id` of `shard_count`; start
-    # one `facelab serve` per shard. Unset: one shard. Discord sends DMs to shard 0 only.
-    shard_id: int | None = Field(default=None, ge=0)
-    shard_count: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _shard_within_count(self) -> DiscordSettings:
-        if (self.shard_id is None) != (self.shard_count is None):
-            raise ValueError("set discord.shard_id and discord.shard_count together")
-        if self.shard_id is not None and self.shard_count is not None and self.shard_id >= self.shard_count:
-            raise ValueError("discord.shard_id must be below discord.shard_count")
-        return self
-
-
-class WebSettings(BaseModel):
-    # Loopback by default: the playground has no accounts, so anyone who can reach it can use it.
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    # Serve it next to the chat bots (`facelab serve --web`); it always runs when no bot token is set.
-    enabled: bool = False
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACELAB_", env_nested_delimiter="__", extra="forbid")
 
@@ -117,6 +69,22 @@ class Settings(BaseSettings):
     access: AccessSettings = AccessSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
+
+    def platforms(self) -> dict[str, PlatformSettings]:
+        """The platform registry: every section that is a chat platform's, by platform name. Adding a
+        platform is its package in bot/ and its section above."""
+        return {name: section for name, section in self if isinstance(section, PlatformSettings)}
+
+    @model_validator(mode="after")
+    def _access_names_known_platforms(self) -> Settings:
+        names = self.platforms()
+        for field in ("allow", "deny", "admins"):
+            for user in getattr(self.access, field):
+                if user.partition(":")[0] not in names:
+                    raise ValueError(
+                        f"access.{field}: {user!r} is not one of {', '.join(names)}, then ':' and an id"
+                    )
+        return self
 
     @classmethod
     def settings_customise_sources(

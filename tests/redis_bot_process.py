@@ -16,10 +16,11 @@ import json
 import sys
 
 from PIL import Image
+from pydantic import ConfigDict, Field
 
 from bot.core import Core
-from bot.ports import Origin
-from facelab.commands.serve import Adapter, serve
+from bot.ports import Adapter, Origin, PlatformSettings
+from facelab.commands.serve import serve
 from facelab.settings import Settings
 from tests.conftest import face_path
 from tests.recording_messenger import RecordingMessenger
@@ -87,6 +88,25 @@ class SimulatedUsers:
         return all(origin.message_id in answered for origin, _ in self.jobs)
 
 
+class SimulatedPlatform(PlatformSettings):
+    """The simulated users' section: always configured, so the web playground does not start."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    jobs: list[tuple[Origin, int]] = Field(default_factory=list)
+    stop: asyncio.Event = Field(default_factory=asyncio.Event)
+
+    def configured(self) -> bool:
+        return True
+
+    def build(self, settings: Settings, core: Core) -> Adapter:
+        return SimulatedUsers(core, self.jobs, self.stop)
+
+
+class SimulatedSettings(Settings):
+    sim: SimulatedPlatform = SimulatedPlatform()  # the platform's name: PLATFORM
+
+
 def main(first: int, count: int, per_user: int) -> int:
     stop = asyncio.Event()
     jobs = [
@@ -95,10 +115,7 @@ def main(first: int, count: int, per_user: int) -> int:
         for k in range(per_user)
     ]
 
-    def simulated(settings: Settings, core: Core) -> Adapter:
-        return SimulatedUsers(core, jobs, stop)
-
-    return asyncio.run(serve(Settings(), stop, {PLATFORM: simulated}))
+    return asyncio.run(serve(SimulatedSettings(sim=SimulatedPlatform(jobs=jobs, stop=stop)), stop))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ import pydantic
 import pytest
 
 from bot.core import Core
-from bot.discord import DiscordAdapter
+from bot.discord.adapter import DiscordAdapter
+from bot.discord.settings import DiscordSettings
 from bot.engine_process import EngineProcess
 from bot.queue import LocalJobQueue
-from facelab.settings import DiscordSettings, Settings
+from facelab.settings import Settings
 from storage import Storage
 from tests.fake_discord import FakeDiscord
 

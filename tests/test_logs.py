@@ -11,8 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from bot.settings import QueueSettings
+from bot.telegram.settings import TelegramSettings
 from facelab.logs import secrets_of, setup_logging
-from facelab.settings import DatabaseSettings, LoggingSettings, Settings, TelegramSettings
+from facelab.settings import DatabaseSettings, LoggingSettings, Settings
 
 TOKEN = "987654:secret-token-value"
 

@@ -29,8 +29,9 @@ from bot.engine_process import EngineProcess
 from bot.log_redaction import REDACTED
 from bot.queue import JobQueue, LocalJobQueue
 from bot.settings import QueueSettings
+from bot.telegram.settings import TelegramSettings
 from facelab.commands import serve as serve_command
-from facelab.settings import DatabaseSettings, Settings, TelegramSettings
+from facelab.settings import DatabaseSettings, Settings
 from tests.conftest import face_path
 from tests.fake_telegram import TOKEN, ApiCall, Chat, FakeTelegram, User
 from tests.paint_spotter import PaintSpotter

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from telegram.error import NetworkError, TimedOut
 
-from bot.telegram_http import AiohttpRequest
+from bot.telegram.http import AiohttpRequest
 
 
 async def test_a_server_slower_than_the_read_timeout_is_timed_out() -> None:

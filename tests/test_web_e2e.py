@@ -15,14 +15,17 @@ import aiohttp
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import Field
 
 from bot.core import Core
 from bot.engine_process import EngineProcess
+from bot.ports import Adapter
 from bot.queue import LocalJobQueue
-from bot.web import WebPlayground
+from bot.web.playground import WebPlayground
+from bot.web.settings import WebSettings
 from engine.faces import MediapipeBackend
 from engine.regions import region_masks
-from facelab.commands.serve import ADAPTERS, Adapter, serve
+from facelab.commands.serve import serve
 from facelab.settings import Settings
 from storage import Storage
 from tests.conftest import REPO_ROOT, face_path
@@ -206,16 +209,28 @@ async def _next_image(events: aiohttp.ClientResponse) -> str:
     raise AssertionError("the event stream ended without a result")
 
 
+class WatchedWeb(WebSettings):
+    """The real `[web]` platform, keeping what it builds."""
+
+    built: list[object] = Field(default_factory=list)
+
+    def build(self, settings: Settings, core: Core) -> Adapter:
+        adapter = super().build(settings, core)
+        self.built.append(adapter)
+        return adapter
+
+
+class SettingsWatchingWeb(Settings):
+    web: WatchedWeb = WatchedWeb()
+
+
 async def test_serve_without_a_bot_token_serves_the_playground(tmp_path: Path) -> None:
-    playgrounds: list[Adapter | None] = []
-
-    def web(settings: Settings, core: Core) -> Adapter | None:  # the real factory, watched
-        playgrounds.append(ADAPTERS["web"](settings, core))
-        return playgrounds[-1]
-
-    settings = Settings(database={"url": f"sqlite+aiosqlite:///{tmp_path / 'facelab.db'}"}, web={"port": 0})
+    settings = SettingsWatchingWeb(
+        database={"url": f"sqlite+aiosqlite:///{tmp_path / 'facelab.db'}"}, web=WatchedWeb(port=0)
+    )
+    playgrounds = settings.web.built
     stop = asyncio.Event()
-    server = asyncio.create_task(serve(settings, stop, {**ADAPTERS, "web": web}))
+    server = asyncio.create_task(serve(settings, stop))
     try:
         async with asyncio.timeout(60):
             while not (playgrounds and isinstance(playgrounds[0], WebPlayground) and playgrounds[0].url):

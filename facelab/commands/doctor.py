@@ -68,7 +68,11 @@ def _config_problem(error: Exception) -> str:
 
 def _check_config(settings: Settings, config: Path | None) -> Check:
     source = str(config) if config else ("config.toml" if Path("config.toml").is_file() else "defaults")
-    platforms = [name for name, section in settings if getattr(section, "token", None) is not None]
+    platforms = [
+        name
+        for name, platform in settings.platforms().items()
+        if platform.configured() and not platform.fallback
+    ]
     if not platforms:
         return Check("config", "warn", f"{source}: no chat platform token set, so `serve` has no bot to run")
     return Check("config", "ok", f"{source}: tokens set for {', '.join(platforms)}")

@@ -11,12 +11,12 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 from bot.core import Core
 from bot.engine_process import EngineProcess
 from bot.limits import Gatekeeper
 from bot.metrics import Metrics
+from bot.ports import Adapter
 from bot.queue import JobQueue, LocalJobQueue
 from bot.results import ResultStore
 from facelab.logs import setup_logging
@@ -28,52 +28,16 @@ from storage.api import utcnow
 log = logging.getLogger(__name__)
 
 
-class Adapter(Protocol):
-    """A chat platform wired to the core. Its constructor registers its `bot.ports.Messenger` with
-    `core.add_messenger`; `start()` returns once it receives updates; `stop()` stops it."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-# Builds a platform's adapter, or returns None when the settings do not configure that platform.
-AdapterFactory = Callable[[Settings, Core], Adapter | None]
-
-
-def _telegram(settings: Settings, core: Core) -> Adapter | None:
-    if settings.telegram.token is None:
-        return None
-    from bot.telegram import TelegramAdapter
-
-    return TelegramAdapter(settings.telegram, core)
-
-
-def _discord(settings: Settings, core: Core) -> Adapter | None:
-    if settings.discord.token is None:
-        return None
-    from bot.discord import DiscordAdapter
-
-    return DiscordAdapter(settings, core)
-
-
-def _web(settings: Settings, core: Core) -> Adapter | None:
-    """The playground runs when asked for, and whenever no chat platform has a token, so a fresh
-    install has something to try."""
-    has_chat_token = settings.telegram.token is not None or settings.discord.token is not None
-    if has_chat_token and not settings.web.enabled:
-        return None
-    from bot.web import WebPlayground
-
-    return WebPlayground(settings, core)
-
-
-# The one place platforms are registered.
-ADAPTERS: dict[str, AdapterFactory] = {
-    "telegram": _telegram,
-    "discord": _discord,
-    "web": _web,
-}
+def adapters_for(settings: Settings, core: Core) -> list[tuple[str, Adapter]]:
+    """Every configured platform's adapter (see `Settings.platforms`); the fallback platforms (the
+    web playground) run too when they are configured, or when no other platform is."""
+    platforms = settings.platforms()
+    others_configured = any(p.configured() for p in platforms.values() if not p.fallback)
+    return [
+        (name, platform.build(settings, core))
+        for name, platform in platforms.items()
+        if platform.configured() or (platform.fallback and not others_configured)
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -155,7 +119,6 @@ def with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
 async def serve(
     settings: Settings,
     stop: asyncio.Event | None = None,
-    adapters: dict[str, AdapterFactory] = ADAPTERS,
     clock: Callable[[], datetime] = utcnow,
 ) -> int:
     """Run until `stop` is set (by default: on SIGINT or SIGTERM). Returns the exit status.
@@ -190,16 +153,7 @@ async def serve(
             ops = OpsServer(settings.metrics, metrics, {"serving": _serving_check(stop)})
             await ops.start()
             stack.push_async_callback(ops.close)
-        running = [
-            (name, adapter)
-            for name, build in adapters.items()
-            if (adapter := build(settings, core)) is not None
-        ]
-        if not running:
-            log.error("no chat platform is configured: set telegram.token or discord.token")
-            await queue.close(drain_timeout_s=0)
-            return 2
-        for name, adapter in running:
+        for name, adapter in adapters_for(settings, core):
             await adapter.start()
             stack.push_async_callback(adapter.stop)  # stopped after the queue is drained, below
             log.info("%s adapter started", name)

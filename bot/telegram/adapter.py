@@ -48,8 +48,8 @@ from bot.commands import COMMANDS, for_everyone
 from bot.core import Core
 from bot.log_redaction import redact_in_logs
 from bot.ports import Button, Origin
-from bot.telegram_http import AiohttpRequest
-from facelab.settings import TelegramSettings
+from bot.telegram.http import AiohttpRequest
+from bot.telegram.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from facelab.settings import Settings
 log = logging.getLogger(__name__)
 
 PLATFORM = "web"
-STATIC_DIR = Path(__file__).with_name("web_static")
+STATIC_DIR = Path(__file__).with_name("static")
 COOKIE = "facelab_session"
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{24}")  # what `secrets.token_urlsafe(18)` makes
 IMAGES_PER_SESSION = 24  # previews and results kept for the page; older ones are dropped

@@ -1,0 +1,1 @@
+"""Discord: the `[discord]` settings (settings.py) and the discord.py adapter (adapter.py)."""

@@ -1,0 +1,2 @@
+"""The web playground: the `[web]` settings (settings.py), the aiohttp server (playground.py) and the
+page it serves (static/)."""
