@@ -101,7 +101,6 @@ class Core:
         self._metrics = metrics or Metrics()
         self.delivery = Delivery(
             settings.bot,
-            settings.engine,
             queue=queue,
             storage=storage,
             gatekeeper=gatekeeper or Gatekeeper.from_settings(settings, storage),

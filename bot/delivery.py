@@ -12,8 +12,9 @@ import asyncio
 import logging
 import secrets
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from bot.limits import Gatekeeper, Requester
@@ -31,10 +32,8 @@ from bot.texts import (
     RESTARTED_NOTICE,
     minutes,
 )
-from engine.api import MODES, MakeupResult
-from engine.compare import before_after
+from engine.api import MODES, CompareRequest, EngineRequest, MakeupResult
 from engine.errors import EngineError
-from engine.settings import EngineSettings
 from storage import Storage, UsageRecord, UsageStatus
 
 log = logging.getLogger(__name__)
@@ -45,6 +44,9 @@ ACTION_EVERY_S = 4.0  # chat actions ("sending a photo...") fade after about 5 s
 # it matters because Telegram caps a bot's messages at about 30 a second, chat actions included.
 FIRST_ACTION_AFTER_S = 1.0
 
+# What becomes of a job's result once it has run: sent to the chat (and kept, for a try-on).
+Send = Callable[[MakeupResult], Awaitable[None]]
+
 
 class Delivery:
     """Runs try-ons to the user and keeps their results for the buttons. `spawn` runs background
@@ -53,7 +55,6 @@ class Delivery:
     def __init__(
         self,
         settings: BotSettings,
-        engine_settings: EngineSettings,
         *,
         queue: JobQueue,
         storage: Storage,
@@ -63,7 +64,6 @@ class Delivery:
         results: ResultStore,
     ) -> None:
         self._settings = settings
-        self._engine_settings = engine_settings
         self._queue = queue
         self._storage = storage
         self._gatekeeper = gatekeeper
@@ -95,10 +95,16 @@ class Delivery:
     async def enqueue(
         self, origin: Origin, inputs: Inputs, *, rerun: bool = False, note: str = ""
     ) -> str | None:
-        """The one place a try-on is admitted: the limits first, then the queue. Returns what to
-        tell the user when it is refused. `rerun`: the same photos again (a result's button), which
-        count against their own, larger per-minute budget. `note` goes under the result's caption."""
-        job = Job(uuid.uuid4().hex, origin.platform, origin.chat_id, origin.user_id, inputs.request())
+        """A try-on: admitted, run, and its result sent with its buttons. Returns what to tell the
+        user when it is refused. `rerun`: the same photos again (a result's button), which count
+        against their own, larger per-minute budget. `note` goes under the result's caption."""
+        send = partial(self._send_result, origin, inputs, note=note)
+        return await self._submit(origin, inputs.request(), send, rerun=rerun)
+
+    async def _submit(self, origin: Origin, request: EngineRequest, send: Send, *, rerun: bool) -> str | None:
+        """The one place an engine job is admitted: the limits first, then the queue. Returns what
+        to tell the user when it is refused; else `send` gets the result once the job has run."""
+        job = Job(uuid.uuid4().hex, origin.platform, origin.chat_id, origin.user_id, request)
         requester = Requester(
             origin.platform, origin.user_id, origin.chat_id, group=origin.chat_type == "group"
         )
@@ -112,7 +118,7 @@ class Delivery:
             self._record(origin, job.id, UsageStatus.REJECTED, error_kind=error.kind)
             return error.user_message
         self._in_flight[job.id] = origin.person
-        self.spawn(self._deliver(origin, ticket, inputs, note))
+        self.spawn(self._deliver(origin, ticket, send))
         return None
 
     async def on_button(self, origin: Origin, action: str, result_id: str) -> str:
@@ -143,7 +149,7 @@ class Delivery:
 
     # -- one job --------------------------------------------------------------------------------------
 
-    async def _deliver(self, origin: Origin, ticket: Ticket, inputs: Inputs, note: str = "") -> None:
+    async def _deliver(self, origin: Origin, ticket: Ticket, send: Send) -> None:
         working = asyncio.create_task(self._show_progress(origin, ticket))
         try:
             result = await ticket.result()
@@ -154,6 +160,10 @@ class Delivery:
         finally:
             working.cancel()
         self._record_ticket(origin, ticket, UsageStatus.OK)
+        await send(result)
+
+    async def _send_result(self, origin: Origin, inputs: Inputs, result: MakeupResult, *, note: str) -> None:
+        """A try-on's result, kept for its buttons, and sent with them."""
         result_id = f"{self._run}.{secrets.token_urlsafe(6)}"
         await self._results.put(result_id, StoredResult(origin.person, inputs, result.image))
         await self._messengers.send_image(
@@ -233,12 +243,16 @@ class Delivery:
             await self._messengers.send_image(origin, result.image, caption="Full resolution", as_file=True)
             return "Sending the full-resolution file…"
         if action == "compare":
-            comparison = await asyncio.to_thread(
-                before_after, inputs.selfie, result.image, self._engine_settings
+            # An engine job like a try-on (queued, limited as a re-run, counted), not work in this process.
+            comparison = CompareRequest(before=inputs.selfie, after=result.image)
+            refusal = await self._submit(
+                origin, comparison, partial(self._send_comparison, origin), rerun=True
             )
-            await self._messengers.send_image(origin, comparison, caption="Before / after")
-            return "Before / after…"
+            return refusal or "Before / after…"
         return "That button is no longer supported."
+
+    async def _send_comparison(self, origin: Origin, comparison: MakeupResult) -> None:
+        await self._messengers.send_image(origin, comparison.image, caption="Before / after")
 
     # -- records --------------------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from bot.queue import JobFailed, QueueClosed
-from engine.api import MakeupEngine, MakeupRequest, MakeupResult
+from engine.api import CompareRequest, EngineRequest, MakeupEngine, MakeupResult
+from engine.compare import compare
 from engine.errors import EngineError
 from engine.settings import EngineSettings
 
@@ -127,7 +128,7 @@ class EngineProcess:
             if self._child is None:
                 self._child = await self._spawn()
 
-    async def run(self, request: MakeupRequest) -> MakeupResult:
+    async def run(self, request: EngineRequest) -> MakeupResult:
         async with self._slots:
             lost_before = False
             while True:
@@ -242,7 +243,7 @@ class _Child:
     def begin_collecting(self) -> None:
         self._collector = asyncio.create_task(self._collect(), name=f"engine-{self.process.pid}-replies")
 
-    async def submit(self, request: MakeupRequest) -> Reply:
+    async def submit(self, request: EngineRequest) -> Reply:
         """Queue `request` in the child and return its reply. Raises `_EngineLost` when the child
         is lost while running it and `_Bumped` when it is lost while this request waits."""
         if self.lost:
@@ -345,18 +346,18 @@ def _serve(
         replies.send(("failed", f"{type(error).__name__}: {error}"))
         return
     replies.send(("ready", None))
-    inbox: queue.SimpleQueue[MakeupRequest | None] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[EngineRequest | None] = queue.SimpleQueue()
     outbox: queue.SimpleQueue[Reply | None] = queue.SimpleQueue()
     threading.Thread(target=_receive_requests, args=(requests, inbox), daemon=True).start()
     sender = threading.Thread(target=_send_replies, args=(replies, outbox), daemon=True)
     sender.start()
     while (request := inbox.get()) is not None:
-        outbox.put(_apply(engine, request))
+        outbox.put(_apply(engine, request, settings))
     outbox.put(None)
     sender.join()
 
 
-def _receive_requests(requests: Connection, inbox: queue.SimpleQueue[MakeupRequest | None]) -> None:
+def _receive_requests(requests: Connection, inbox: queue.SimpleQueue[EngineRequest | None]) -> None:
     while True:
         try:
             request = requests.recv()
@@ -375,8 +376,10 @@ def _send_replies(replies: Connection, outbox: queue.SimpleQueue[Reply | None]) 
             return  # the bot process is gone
 
 
-def _apply(engine: MakeupEngine, request: MakeupRequest) -> Reply:
+def _apply(engine: MakeupEngine, request: EngineRequest, settings: EngineSettings) -> Reply:
     try:
+        if isinstance(request, CompareRequest):
+            return ("ok", compare(request, settings))
         return ("ok", engine.apply(request))
     except EngineError as error:
         return ("refused", error)

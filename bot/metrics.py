@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from bot.queue import JobFailed, JobRunner
-from engine.api import MakeupRequest, MakeupResult
+from engine.api import EngineRequest, MakeupResult
 from engine.errors import EngineError
 from storage import UsageRecord, UsageStatus
 
@@ -86,7 +86,7 @@ class MeteredRunner:
         self._runner = runner
         self._metrics = metrics
 
-    async def run(self, request: MakeupRequest) -> MakeupResult:
+    async def run(self, request: EngineRequest) -> MakeupResult:
         started = time.perf_counter()
         try:
             return await self._runner.run(request)

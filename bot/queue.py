@@ -16,7 +16,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-from engine.api import MakeupRequest, MakeupResult
+from engine.api import EngineRequest, MakeupResult
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class Job:
     platform: str
     chat_id: str
     user_id: str
-    request: MakeupRequest
+    request: EngineRequest  # a try-on, or a before/after picture of one
     enqueued_at: float = field(default_factory=time.time)  # wall clock, seconds since the epoch
 
     @property
@@ -127,7 +127,7 @@ class JobRunner(Protocol):
     """Runs requests to the end, in the order they are handed over; the engine process is the real
     one. It may be handed the next request while one runs (see `LocalJobQueue`)."""
 
-    async def run(self, request: MakeupRequest) -> MakeupResult: ...
+    async def run(self, request: EngineRequest) -> MakeupResult: ...
 
 
 class JobQueue(Protocol):

@@ -42,7 +42,7 @@ from taskiq_redis.exceptions import ResultIsMissingError
 from bot.queue import Job, JobFailed, QueueClosed, QueueError, QueueFull, Ticket, UserQueueCapReached
 from bot.results import StoredResult, decode_stored, encode_stored
 from bot.settings import QueueSettings
-from engine.api import MakeupRequest, MakeupResult
+from engine.api import CompareRequest, EngineRequest, MakeupRequest, MakeupResult
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -250,8 +250,10 @@ def build_broker(settings: QueueSettings, consumer_name: str | None = None) -> J
     return broker.with_result_backend(results)
 
 
-def encode_request(request: MakeupRequest) -> dict[str, bytes | str]:
+def encode_request(request: EngineRequest) -> dict[str, bytes | str]:
     """The input hash of one job: images as raw bytes, the rest as JSON."""
+    if isinstance(request, CompareRequest):
+        return {"before": request.before, "after": request.after}
     fields: dict[str, bytes | str] = {
         "selfie": request.selfie,
         "params": json.dumps(
@@ -269,7 +271,9 @@ def encode_request(request: MakeupRequest) -> dict[str, bytes | str]:
     return fields
 
 
-def decode_request(fields: dict[bytes, bytes]) -> MakeupRequest:
+def decode_request(fields: dict[bytes, bytes]) -> EngineRequest:
+    if b"before" in fields:
+        return CompareRequest(before=fields[b"before"], after=fields[b"after"])
     params = json.loads(fields[b"params"])
     return MakeupRequest(selfie=fields[b"selfie"], reference=fields.get(b"reference"), **params)
 

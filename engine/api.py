@@ -43,6 +43,19 @@ class MakeupRequest:
 
 
 @dataclass(frozen=True)
+class CompareRequest:
+    """A before | after picture of a try-on (engine/compare.py): its selfie and its result, side by
+    side. Its `MakeupResult` has no faces made up."""
+
+    before: bytes = field(repr=False)
+    after: bytes = field(repr=False)
+
+
+# What an engine process runs: a try-on, or a picture made from one.
+EngineRequest = MakeupRequest | CompareRequest
+
+
+@dataclass(frozen=True)
 class MakeupResult:
     image: bytes = field(repr=False)  # encoded in request.output_format, at the selfie's full resolution
     width: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from engine.api import CompareRequest, MakeupResult
 from engine.errors import Role
 from engine.images import encode_image, load_image
 from engine.settings import EngineSettings
@@ -17,10 +18,20 @@ PREVIEW_MAX_SIDE = 1024
 
 def before_after(before: bytes, after: bytes, limits: EngineSettings) -> bytes:
     """JPEG of `before` (left) and `after` (right) at the same size; EXIF orientation applied."""
+    return encode_image(_side_by_side(before, after, limits))
+
+
+def compare(request: CompareRequest, limits: EngineSettings) -> MakeupResult:
+    """`before_after` as an engine job (the bot's "Before / after" button): run where try-ons run."""
+    picture = _side_by_side(request.before, request.after, limits)
+    return MakeupResult(encode_image(picture), width=picture.shape[1], height=picture.shape[0], faces=0)
+
+
+def _side_by_side(before: bytes, after: bytes, limits: EngineSettings) -> np.ndarray:
     left = _fit(load_image(before, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes), HALF_MAX_SIDE)
     right = load_image(after, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
     right = cv2.resize(right, (left.shape[1], left.shape[0]), interpolation=cv2.INTER_AREA)
-    return encode_image(np.hstack([left, right]))
+    return np.hstack([left, right])
 
 
 def preview(photo: bytes, limits: EngineSettings, role: Role | None = None) -> bytes:

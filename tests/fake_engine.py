@@ -4,8 +4,9 @@
 looks, whether it wears face paint). The fake then answers as the engine would, on both of the
 engine's jobs for the bot: checking each photo as it arrives (`PhotoInspector`) and running try-ons
 (`bot.queue.JobRunner`). Unknown bytes go through the real image gate, so a PDF or an empty file gets
-the real answer. A result is a JPEG at the selfie's size, so which photo served as the selfie can be
-read from the result as with the real engine; `requests` records what each try-on asked for.
+the real answer; before/after pictures are the real ones. A result is a JPEG at the selfie's size, so
+which photo served as the selfie can be read from the result as with the real engine; `requests`
+records what each try-on asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.api import Inspection, MakeupRequest, MakeupResult
+from engine.api import CompareRequest, EngineRequest, Inspection, MakeupRequest, MakeupResult
+from engine.compare import compare
 from engine.errors import Role
 from engine.faces import usable_faces
 from engine.images import encode_image, load_image
@@ -51,7 +53,9 @@ class FakeEngine:
     def inspect(self, data: bytes, role: Role) -> Inspection:
         return Inspection(faces=1, makeup=self._known(data, role).makeup)
 
-    async def run(self, request: MakeupRequest) -> MakeupResult:
+    async def run(self, request: EngineRequest) -> MakeupResult:
+        if isinstance(request, CompareRequest):
+            return compare(request, LIMITS)  # the real picture: it needs no face detector
         self.requests.append(request)
         selfie = self._known(request.selfie, "selfie")
         painted = request.reference is not None and self._known(request.reference, "reference").painted

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from bot.queue import JobRunner
-from engine.api import MakeupRequest, MakeupResult
+from engine.api import CompareRequest, EngineRequest, MakeupResult
 
 
 @dataclass
@@ -18,7 +18,9 @@ class PaintSpotter:
     painted: bytes
     modes: list[str] = field(default_factory=list)
 
-    async def run(self, request: MakeupRequest) -> MakeupResult:
+    async def run(self, request: EngineRequest) -> MakeupResult:
+        if isinstance(request, CompareRequest):
+            return await self.runner.run(request)
         self.modes.append(request.mode)
         result = await self.runner.run(request)
         left_out = request.reference == self.painted and request.mode == "natural"

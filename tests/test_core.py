@@ -29,7 +29,7 @@ from bot.queue import JobRunner, LocalJobQueue
 from bot.queue_redis import RedisResults
 from bot.results import ResultStore
 from bot.settings import BotSettings, LimitsSettings, QueueSettings
-from engine.api import MakeupRequest, MakeupResult
+from engine.api import CompareRequest, EngineRequest, MakeupRequest, MakeupResult
 from facelab.settings import Settings
 from storage import Storage
 from tests.conftest import face_path
@@ -561,6 +561,7 @@ async def test_result_buttons_rerun_for_the_requester_only(bot: Bot) -> None:
     ann = user("ann", chat="g", message="r1")
     assert await bot.core.on_button(ann, more) == "Making it stronger (90)…"
     assert await bot.core.on_button(ann, lips) == "Putting on the lips only…"
+    await bot.messenger.wait_for_images(3)  # before/after is a job too: within the per-user cap of 2
     assert await bot.core.on_button(ann, compare) == "Before / after…"
     assert await bot.core.on_button(ann, full) == "Sending the full-resolution file…"
 
@@ -585,6 +586,43 @@ async def test_result_buttons_rerun_for_the_requester_only(bot: Bot) -> None:
 
     bot.clock.now += 301  # bot.result_cache_s is 300
     assert (await bot.core.on_button(ann, less)).startswith("This result has expired")
+
+
+async def test_before_after_is_an_engine_job_queued_limited_and_recorded_like_a_try_on(
+    engine_process: EngineProcess, storage: Storage
+) -> None:
+    runner = WatchingRunner(engine_process)
+    bot = await start_bot(
+        engine_process, storage, runner=runner, limits=LimitsSettings(user_reruns_per_minute=1)
+    )
+    try:
+        await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
+        [first] = await bot.messenger.wait_for_images(1)
+        compare = next(b.data for b in first.buttons if b.label == "Before / after")
+        assert await bot.core.on_button(user("ann"), compare) == "Before / after…"
+        comparison = (await bot.messenger.wait_for_images(2))[1]
+        assert comparison.text == "Before / after"
+        assert [type(request) for request in runner.requests] == [MakeupRequest, CompareRequest]
+        # Counted against the re-run budget like Stronger or Softer: the second one a minute is refused.
+        refusal = await bot.core.on_button(user("ann"), compare)
+        assert refusal.startswith("You are re-running your photos")
+        assert await bot.storage.flush()
+        stats = await bot.storage.user_stats("test", "ann")
+        assert (stats.jobs_total, stats.jobs_ok) == (2, 2)  # recorded like try-ons: the try-on, the picture
+    finally:
+        await stop_bot(bot)
+
+
+class WatchingRunner:
+    """The engine process, noting each request it is handed."""
+
+    def __init__(self, runner: JobRunner) -> None:
+        self.runner = runner
+        self.requests: list[EngineRequest] = []
+
+    async def run(self, request: EngineRequest) -> MakeupResult:
+        self.requests.append(request)
+        return await self.runner.run(request)
 
 
 # -- look mode ----------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from bot.queue_redis import (
 )
 from bot.queue_redis_worker import run_worker
 from bot.settings import QueueSettings
-from engine.api import MakeupRequest, MakeupResult
+from engine.api import CompareRequest, MakeupRequest, MakeupResult
 from storage import Storage
 from storage.migrate import alembic_config
 from tests.conftest import REPO_ROOT
@@ -163,6 +163,16 @@ async def test_a_jobs_mode_and_its_results_paint_flag_survive_the_trip_through_r
     # A worker that predates look modes answers without the flag: nothing was left out that it knew of.
     del stored["paint_left_out"]
     assert decode_outcome(stored).paint_left_out is False
+
+
+async def test_a_before_after_job_survives_the_trip_through_redis(redis_url: str, prefix: str) -> None:
+    request = CompareRequest(before=b"selfie", after=b"result")
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.hset(f"{prefix}:input", mapping=encode_request(request))
+        assert decode_request(await redis.hgetall(f"{prefix}:input")) == request
+    finally:
+        await redis.aclose()
 
 
 async def test_positions_and_caps_hold_across_bot_processes(redis_url: str, prefix: str) -> None:
