@@ -19,7 +19,8 @@ from PIL import Image
 
 from bot.commands import COMMANDS
 from bot.core import Core
-from bot.discord.adapter import DiscordAdapter, discord_intents, fit_upload
+from bot.discord.adapter import DiscordAdapter, discord_intents
+from bot.discord.messenger import fit_upload
 from bot.engine_process import EngineProcess
 from bot.queue import LocalJobQueue
 from engine.api import MakeupRequest, MakeupResult
