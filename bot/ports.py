@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from bot.core import Core
-    from facelab.settings import Settings
+    from bot.settings import BotConfig
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,6 @@ class PlatformSettings(BaseModel):
         """Whether these settings ask for the platform (a token is set, ...)."""
 
     @abstractmethod
-    def build(self, settings: Settings, core: Core) -> Adapter:
-        """The platform's adapter, registered with `core`; imports the platform's library, so
-        only platforms that run pay for it."""
+    def build(self, config: BotConfig, core: Core) -> Adapter:
+        """The platform's adapter, registered with `core` (`config`: the rest of the settings);
+        imports the platform's library, so only platforms that run pay for it."""

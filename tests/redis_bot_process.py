@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field
 
 from bot.core import Core
 from bot.ports import Adapter, Origin, PlatformSettings
+from bot.settings import BotConfig
 from facelab.commands.serve import serve
 from facelab.settings import Settings
 from tests.conftest import face_path
@@ -99,7 +100,7 @@ class SimulatedPlatform(PlatformSettings):
     def configured(self) -> bool:
         return True
 
-    def build(self, settings: Settings, core: Core) -> Adapter:
+    def build(self, config: BotConfig, core: Core) -> Adapter:
         return SimulatedUsers(core, self.jobs, self.stop)
 
 

@@ -100,7 +100,7 @@ async def stack(fake: FakeDiscord, engine: EngineProcess, tmp_path: Path) -> Asy
     queue = LocalJobQueue(runner, max_size=10, per_user=2)
     await queue.start()
     core = Core(settings, queue, storage)
-    adapter = DiscordAdapter(settings, core)
+    adapter = DiscordAdapter(settings.discord, core, max_bytes=settings.engine.max_bytes)
     with fake.patched():
         await adapter.start()
         try:

@@ -25,7 +25,9 @@ async def test_the_client_identifies_as_the_configured_shard(tmp_path: Path) -> 
     storage = await Storage.open(settings.database.url)
     # The engine process is never started: identifying with the gateway runs no job.
     queue = LocalJobQueue(EngineProcess(settings.engine), max_size=1, per_user=1)
-    adapter = DiscordAdapter(settings, Core(settings, queue, storage))
+    adapter = DiscordAdapter(
+        settings.discord, Core(settings, queue, storage), max_bytes=settings.engine.max_bytes
+    )
     async with FakeDiscord() as fake:
         with fake.patched():
             await adapter.start()

@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, SecretStr
 from bot.core import Core
 from bot.ports import Adapter, Origin, PlatformSettings
 from bot.queue import LocalJobQueue
-from bot.settings import AccessSettings, QueueSettings
+from bot.settings import AccessSettings, BotConfig, QueueSettings
 from bot.telegram.settings import TelegramSettings
 from bot.web.settings import WebSettings
 from engine.api import MakeupRequest, MakeupResult
@@ -55,7 +55,7 @@ class LoopbackSettings(PlatformSettings):
     def configured(self) -> bool:
         return self.enabled
 
-    def build(self, settings: Settings, core: Core) -> Adapter:
+    def build(self, config: BotConfig, core: Core) -> Adapter:
         self.built.append(LoopbackAdapter(core))
         return self.built[-1]
 

@@ -21,6 +21,7 @@ from bot.core import Core
 from bot.engine_process import EngineProcess
 from bot.ports import Adapter
 from bot.queue import LocalJobQueue
+from bot.settings import BotConfig
 from bot.web.playground import WebPlayground
 from bot.web.settings import WebSettings
 from engine.faces import MediapipeBackend
@@ -75,7 +76,7 @@ async def playground(tmp_path: Path, spotter: PaintSpotter) -> AsyncIterator[Web
     queue = LocalJobQueue(spotter, max_size=10, per_user=2)
     await queue.start()
     core = Core(settings, queue, storage)
-    web = WebPlayground(settings, core)
+    web = WebPlayground(settings.web, settings, core)
     await web.start()
     try:
         yield web
@@ -214,8 +215,8 @@ class WatchedWeb(WebSettings):
 
     built: list[object] = Field(default_factory=list)
 
-    def build(self, settings: Settings, core: Core) -> Adapter:
-        adapter = super().build(settings, core)
+    def build(self, config: BotConfig, core: Core) -> Adapter:
+        adapter = super().build(config, core)
         self.built.append(adapter)
         return adapter
 

@@ -28,9 +28,9 @@ from discord import app_commands
 
 from bot.core import Core
 from bot.discord.messenger import CoreButton, DiscordMessenger
+from bot.discord.settings import DiscordSettings
 from bot.discord.slash_commands import slash_commands
 from bot.ports import Origin
-from facelab.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ class DiscordAdapter:
     """`facelab serve`'s handle on the Discord bot: `start()` returns once the gateway session is up
     (or raises what stopped it, e.g. a bad token), `stop()` disconnects."""
 
-    def __init__(self, settings: Settings, core: Core) -> None:
-        if settings.discord.token is None:
+    def __init__(self, settings: DiscordSettings, core: Core, *, max_bytes: int) -> None:
+        if settings.token is None:
             raise ValueError("discord.token is not set")
-        self._token = settings.discord.token
-        self.client = FaceLabClient(settings, core, sync_commands=settings.discord.sync_commands)
+        self._token = settings.token
+        self.client = FaceLabClient(settings, core, max_bytes=max_bytes)
         self._running: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -81,14 +81,15 @@ class DiscordAdapter:
 
 
 class FaceLabClient(discord.Client):
-    """The Discord side of Face Lab. `sync_commands` publishes the slash commands at start-up (only
-    needed when they change: Discord rate-limits syncing)."""
+    """The Discord side of Face Lab. `settings.sync_commands` publishes the slash commands at start-up
+    (only needed when they change: Discord rate-limits syncing). Attachments over `max_bytes` (the
+    engine's limit) are refused before they are downloaded."""
 
-    def __init__(self, settings: Settings, core: Core, *, sync_commands: bool = False) -> None:
+    def __init__(self, settings: DiscordSettings, core: Core, *, max_bytes: int) -> None:
         super().__init__(
-            intents=discord_intents(settings.discord.message_content),
-            shard_id=settings.discord.shard_id,
-            shard_count=settings.discord.shard_count,
+            intents=discord_intents(settings.message_content),
+            shard_id=settings.shard_id,
+            shard_count=settings.shard_count,
         )
         self.core = core
         self.messenger = DiscordMessenger(self)
@@ -96,8 +97,8 @@ class FaceLabClient(discord.Client):
         self.tree: app_commands.CommandTree[FaceLabClient] = app_commands.CommandTree(self)
         for command in slash_commands():
             self.tree.add_command(command)
-        self._max_bytes = settings.engine.max_bytes
-        self._sync_commands = sync_commands
+        self._max_bytes = max_bytes
+        self._sync_commands = settings.sync_commands
         self.connected = asyncio.Event()  # set once the gateway session is up
 
     async def setup_hook(self) -> None:

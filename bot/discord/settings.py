@@ -10,7 +10,7 @@ from bot.ports import Adapter, PlatformSettings
 
 if TYPE_CHECKING:
     from bot.core import Core
-    from facelab.settings import Settings
+    from bot.settings import BotConfig
 
 
 class DiscordSettings(PlatformSettings):
@@ -37,7 +37,7 @@ class DiscordSettings(PlatformSettings):
     def configured(self) -> bool:
         return self.token is not None
 
-    def build(self, settings: Settings, core: Core) -> Adapter:
+    def build(self, config: BotConfig, core: Core) -> Adapter:
         from bot.discord.adapter import DiscordAdapter
 
-        return DiscordAdapter(settings, core)
+        return DiscordAdapter(self, core, max_bytes=config.engine.max_bytes)

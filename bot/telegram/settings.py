@@ -10,7 +10,7 @@ from bot.ports import Adapter, PlatformSettings
 
 if TYPE_CHECKING:
     from bot.core import Core
-    from facelab.settings import Settings
+    from bot.settings import BotConfig
 
 
 class TelegramSettings(PlatformSettings):
@@ -40,7 +40,7 @@ class TelegramSettings(PlatformSettings):
     def configured(self) -> bool:
         return self.token is not None
 
-    def build(self, settings: Settings, core: Core) -> Adapter:
+    def build(self, config: BotConfig, core: Core) -> Adapter:
         from bot.telegram.adapter import TelegramAdapter
 
         return TelegramAdapter(self, core)

@@ -28,6 +28,7 @@ from aiohttp import hdrs, web
 
 from bot.core import Core
 from bot.ports import Origin
+from bot.settings import BotConfig
 from bot.web.sessions import (
     COOKIE,
     IMAGES_PER_SESSION,
@@ -39,8 +40,8 @@ from bot.web.sessions import (
     WebMessenger,
     sse,
 )
+from bot.web.settings import WebSettings
 from engine.errors import EngineError, Role
-from facelab.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,11 @@ PREVIEWS_AT_ONCE = 2  # decoding a 40-megapixel photo takes ~200 MB; bound what 
 class WebPlayground:
     """`facelab serve`'s handle on the playground (an adapter: `start()` / `stop()`)."""
 
-    def __init__(self, settings: Settings, core: Core) -> None:
-        self._settings = settings.web
-        self._engine_settings = settings.engine
-        self._bot_settings = settings.bot
-        self._retention_days = settings.database.retention_days
+    def __init__(self, settings: WebSettings, config: BotConfig, core: Core) -> None:
+        self._settings = settings
+        self._engine_settings = config.engine
+        self._bot_settings = config.bot
+        self._retention_days = config.database.retention_days
         self._core = core
         self.messenger = WebMessenger(lambda session_id: core.jobs_in_flight((PLATFORM, session_id)) > 0)
         core.add_messenger(self.messenger)
@@ -65,7 +66,7 @@ class WebPlayground:
         self._closing = asyncio.Event()
         self._previews = asyncio.Semaphore(PREVIEWS_AT_ONCE)
         # Two photos per try-on, each up to the engine's limit, plus the form's overhead.
-        self._max_request = 2 * settings.engine.max_bytes + 64 * 1024
+        self._max_request = 2 * config.engine.max_bytes + 64 * 1024
         self.url = ""
 
     async def start(self) -> None:

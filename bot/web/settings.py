@@ -10,7 +10,7 @@ from bot.ports import Adapter, PlatformSettings
 
 if TYPE_CHECKING:
     from bot.core import Core
-    from facelab.settings import Settings
+    from bot.settings import BotConfig
 
 
 class WebSettings(PlatformSettings):
@@ -26,7 +26,7 @@ class WebSettings(PlatformSettings):
     def configured(self) -> bool:
         return self.enabled
 
-    def build(self, settings: Settings, core: Core) -> Adapter:
+    def build(self, config: BotConfig, core: Core) -> Adapter:
         from bot.web.playground import WebPlayground
 
-        return WebPlayground(settings, core)
+        return WebPlayground(self, config, core)
