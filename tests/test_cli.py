@@ -17,6 +17,9 @@ from facelab.commands import apply, batch
 from tests.conftest import face_path
 from tests.engine_helpers import LIMITS
 
+# Slow: the real engine on the shared photos, through the command line.
+pytestmark = pytest.mark.slow
+
 PAINTED = "sm_ref_01.jpg"  # a Joker
 
 

@@ -18,6 +18,9 @@ from engine.images import load_image
 from tests.conftest import face_path
 from tests.hostile_images import ALL_NAMES, FACE_REFUSALS, LIMITS, HostileImage, corpus
 
+# Slow: the real engine on the whole hostile corpus, one `facelab apply` process each.
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "elegant_ref_02.png"
 

@@ -36,7 +36,8 @@ from tests.conftest import face_path
 from tests.paint_spotter import PaintSpotter
 from tests.recording_messenger import RecordingMessenger
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# Slow: the real engine process on the shared photos (tests/test_conversation.py: the same rules, fast).
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 SELFIE = "sm_source_02.jpg"  # 394x390
 SELFIE_2 = "elegant_source_01.png"  # 361x361

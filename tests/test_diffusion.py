@@ -40,6 +40,9 @@ from tests.conftest import REPO_ROOT, face_path
 from tests.diffusion_models import write_tiny_models
 from tests.engine_helpers import LIMITS, backend, faces, mask, photo
 
+# Slow: torch models (tiny ones) and the real engine on the shared photos.
+pytestmark = pytest.mark.slow
+
 SIZE = 64
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 

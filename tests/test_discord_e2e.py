@@ -31,6 +31,9 @@ from tests.conftest import face_path
 from tests.fake_discord import ATTACHMENT_SIZE_LIMIT, Call, FakeDiscord, FakeInteraction
 from tests.paint_spotter import PaintSpotter
 
+# Slow: end to end: fake Discord gateway, real engine process, shared photos.
+pytestmark = pytest.mark.slow
+
 SELFIE, REFERENCE, NO_FACE = "sm_source_01.jpg", "sm_ref_01.jpg", "dlib_source_02.jpg"  # a Joker
 
 

@@ -26,6 +26,9 @@ from engine.errors import NoFaceError
 from engine.settings import EngineSettings
 from tests.conftest import face_path
 
+# Slow: real engine child processes, killed and timed out on purpose.
+pytestmark = pytest.mark.slow
+
 CRASH = b"crash the engine"
 BUG = b"raise a bug"
 THREADS = b"report threads"

@@ -23,6 +23,9 @@ from tests.conftest import NON_FACE_FILES, REPO_ROOT
 from tests.engine_helpers import LIMITS, backend, faces, photo
 from tests.hostile_images import item
 
+# Slow: the real face detector on the shared photos.
+pytestmark = pytest.mark.slow
+
 IMAGE_SUFFIXES = {".jpg", ".png"}
 
 

@@ -67,7 +67,8 @@ from tests.test_telegram_e2e import (
     settings_for,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# Slow: end to end: real engine process, services and the hostile corpus.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 # The Telegram end-to-end fixtures: one engine process per module, a fresh fake Bot API per test, and
 # `facelab serve` building its queue over that engine.

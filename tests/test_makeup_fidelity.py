@@ -17,6 +17,9 @@ from engine.regions import LEFT_EYE, LIPS_INNER, RIGHT_EYE
 from engine.settings import EngineSettings
 from tests.engine_helpers import backend, delta_e, faces, mask, mean_lab, photo
 
+# Slow: the real engine on the shared photos.
+pytestmark = pytest.mark.slow
+
 
 @functools.cache
 def engine() -> EmbeddedEngine:

@@ -10,6 +10,9 @@ from engine.errors import ImageError, NoFaceError
 from engine.settings import EngineSettings
 from tests.conftest import face_path
 
+# Slow: the real engine on the shared photos.
+pytestmark = pytest.mark.slow
+
 BARE = ["sm_source_02.jpg", "dlib_source_01.jpg", "tmw_source_01.jpg", "shmt_source_03.jpg"]
 MADE_UP = ["elegant_ref_02.png", "tmw_ref_01.jpg", "scgan_ref_01.png", "cpm_ref_01.png"]
 

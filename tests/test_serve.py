@@ -74,6 +74,7 @@ def settings_for(tmp_path: Path, **loopback: bool) -> WithLoopback:
     )
 
 
+@pytest.mark.slow  # the real engine process on the shared photos
 async def test_serve_drains_queued_jobs_before_stopping_its_adapters(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     adapters = settings.loopback.built

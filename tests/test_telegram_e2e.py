@@ -36,7 +36,8 @@ from tests.conftest import face_path
 from tests.fake_telegram import TOKEN, ApiCall, Chat, FakeTelegram, User
 from tests.paint_spotter import PaintSpotter
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# Slow: end to end: fake Bot API server, real engine process, shared photos.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 SELFIES = [
     "sm_source_01.jpg",

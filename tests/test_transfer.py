@@ -23,6 +23,9 @@ from engine.transfer import _triangle_affines
 from tests.conftest import REPO_ROOT, face_path
 from tests.engine_helpers import LIMITS, backend, delta_e, faces, makeup_colour, mask, mean_lab, photo
 
+# Slow: the real engine on the shared photos.
+pytestmark = pytest.mark.slow
+
 # (selfie, reference): light and dark selfies, light and dark references, strong and subtle makeup.
 PAIRS = [
     ("sm_source_02.jpg", "elegant_ref_02.png"),

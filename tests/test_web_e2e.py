@@ -33,6 +33,9 @@ from tests.conftest import REPO_ROOT, face_path
 from tests.hostile_images import encode, face_rgb
 from tests.paint_spotter import PaintSpotter
 
+# Slow: end to end: a real browser, real engine process, shared photos.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
