@@ -184,6 +184,7 @@ async def test_a_metered_runner_times_every_job_and_counts_refusals_by_kind() ->
     assert found["facelab_errors_total", frozenset({("kind", "no_face")})] == 1
 
 
+@pytest.mark.slow  # a real `facelab worker` process, engine and all
 async def test_a_worker_serves_metrics_and_health_after_running_a_job(redis_url: str, tmp_path: Path) -> None:
     """A real `facelab worker` on the Redis queue runs one job; its endpoint then shows it."""
     prefix, port = f"test-ops-{uuid.uuid4().hex[:10]}", free_port()

@@ -223,6 +223,7 @@ async def test_positions_and_caps_hold_across_bot_processes(redis_url: str, pref
 # -- two workers, two bot processes ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two `facelab serve` and two `facelab worker` processes with real engines
 async def test_two_bots_and_two_workers_deliver_100_jobs_each_to_its_own_user_once(
     redis_url: str, postgres_url: str, prefix: str, tmp_path: Path, workers_for: list[Workers]
 ) -> None:
@@ -286,6 +287,7 @@ async def wait_for_job_in_hand(redis: Redis, keys: RedisKeys, consumer: str) -> 
             await asyncio.sleep(0.002)
 
 
+@pytest.mark.slow  # `facelab worker` processes with real engines, one killed
 async def test_a_job_of_a_worker_killed_mid_job_completes_on_the_other_once(
     redis_url: str, prefix: str, tmp_path: Path, workers_for: list[Workers]
 ) -> None:
@@ -452,6 +454,7 @@ async def own_redis() -> AsyncIterator[OwnRedis]:
     server.stop()
 
 
+@pytest.mark.slow  # a `facelab worker` with a real engine, and a Redis server restarted
 async def test_redis_restart_mid_run_is_reported_and_recovered_from(
     own_redis: OwnRedis, tmp_path: Path, workers_for: list[Workers]
 ) -> None:
