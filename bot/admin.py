@@ -1,6 +1,7 @@
 """`/admin` for the operator: `stats`, `ban ID [reason]`, `unban ID`. Only the users listed in
-`access.admins` may run it; everyone else is told it is not for them. Platform-neutral: the core
-passes the words after `/admin` and sends back the text this returns."""
+`access.admins` may run it: the core checks `is_admin` before it dispatches a command whose audience
+is "admins" (bot/commands.py). Platform-neutral: the core passes the words after `/admin` and sends
+back the text this returns."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ USAGE = (
     "/admin ban ID [reason] — block a user (ID as the platform shows it, or platform:ID)\n"
     "/admin unban ID — let them back in"
 )
-NOT_ADMIN = "This command is only for the bot's operator."
 STORAGE_DOWN = "The database is unreachable right now, so I can't do that. Please try again later."
 
 
@@ -30,10 +30,7 @@ class AdminCommands:
         return f"{platform}:{user_id}" in self._admins
 
     async def handle(self, platform: str, user_id: str, words: list[str]) -> str:
-        """The reply to `/admin <words>` from `user_id` on `platform`."""
-        if not self.is_admin(platform, user_id):
-            log.warning("refused /admin from non-admin %s:%s", platform, user_id)
-            return NOT_ADMIN
+        """The reply to `/admin <words>` from the admin `user_id` on `platform`."""
         action, arguments = (words[0].lower(), words[1:]) if words else ("", [])
         try:
             if action == "stats" and not arguments:

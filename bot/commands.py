@@ -32,8 +32,8 @@ class Command:
     help: str  # one line, for menus and the help text
     handler: Handler
     usage: str = ""  # its argument, as the help text shows it: "/strength N"
-    # "admins": only the users in access.admins may run it; menus leave it out (the handler refuses
-    # everyone else, since a menu is no access control).
+    # "admins": only the users in access.admins may run it (the core refuses everyone else) and menus
+    # leave it out (Discord shows it to server admins only).
     audience: Literal["everyone", "admins"] = "everyone"
 
 
@@ -164,7 +164,7 @@ def for_everyone() -> list[Command]:
 
 
 def help_text(default_strength: int, default_mode: str) -> str:
-    width = max(len(f"/{c.name} {c.usage}") for c in for_everyone()) + 1
+    width = max(len(f"/{c.name} {c.usage}") for c in for_everyone()) + 2
     lines = [f"/{c.name} {c.usage}".ljust(width) + c.help for c in for_everyone()]
     defaults = f"Until you set them, strength is {default_strength} and the look mode {default_mode}."
     return "\n\n".join([HELP_INTRO, "\n".join(lines), defaults])

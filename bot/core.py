@@ -44,7 +44,15 @@ from bot.preferences import Preferences
 from bot.queue import JobQueue
 from bot.results import Inputs, MemoryResults, ResultStore
 from bot.settings import BotConfig
-from bot.texts import GOT_REFERENCE, GOT_SELFIE, MODE_USAGE, NOT_TWO_PHOTOS, UNKNOWN_COMMAND, UNUSABLE_HINT
+from bot.texts import (
+    ADMINS_ONLY,
+    GOT_REFERENCE,
+    GOT_SELFIE,
+    MODE_USAGE,
+    NOT_TWO_PHOTOS,
+    UNKNOWN_COMMAND,
+    UNUSABLE_HINT,
+)
 from engine.api import MODES, Inspection, PhotoInspector
 from engine.embedded import EmbeddedEngine
 from engine.errors import EngineError, Role
@@ -198,6 +206,10 @@ class Core:
         known = BY_NAME.get(name)
         if known is None:
             await self.messengers.reply(origin, UNKNOWN_COMMAND.format(name=name))
+            return
+        if known.audience == "admins" and not self.admin.is_admin(origin.platform, origin.user_id):
+            log.warning("refused /%s from non-admin %s:%s", name, origin.platform, origin.user_id)
+            await self.messengers.reply(origin, ADMINS_ONLY)
             return
         await known.handler(self, origin, args.strip())
 

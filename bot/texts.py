@@ -33,6 +33,7 @@ refused operator command, a record the database could not take). Never an image.
 /forget deletes all of it at once."""
 
 UNKNOWN_COMMAND = "I don't know /{name}. Send /help to see what I can do."
+ADMINS_ONLY = "This command is only for the bot's operator."
 UNUSABLE_HINT = (
     "I only work with photos: send your selfie, then a photo of a face wearing the makeup you "
     "want. /help tells more."
