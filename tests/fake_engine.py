@@ -11,6 +11,7 @@ records what each try-on asked for.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,8 @@ class FakePhoto:
 class FakeEngine:
     photos: dict[bytes, FakePhoto] = field(default_factory=dict, repr=False)
     requests: list[MakeupRequest] = field(default_factory=list, repr=False)
+    # While this event is unset, every job waits for it: an engine busy with a long job.
+    busy_until: asyncio.Event | None = None
 
     def photo(
         self, width: int, height: int = 300, *, face: bool = True, makeup: float = 0.0, painted: bool = False
@@ -54,6 +57,8 @@ class FakeEngine:
         return Inspection(faces=1, makeup=self._known(data, role).makeup)
 
     async def run(self, request: EngineRequest) -> MakeupResult:
+        if self.busy_until is not None:
+            await self.busy_until.wait()
         if isinstance(request, CompareRequest):
             return compare(request, LIMITS)  # the real picture: it needs no face detector
         self.requests.append(request)

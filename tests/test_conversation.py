@@ -7,6 +7,7 @@ from the result, which has the selfie's size."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -49,9 +50,14 @@ class Clock:
 class Bot:
     core: Core
     engine: FakeEngine
+    queue: LocalJobQueue
     messenger: RecordingMessenger
     storage: Storage
     clock: Clock
+
+    async def stop(self) -> None:
+        await self.queue.close(drain_timeout_s=5)
+        await self.core.close()
 
     async def result(self, count: int = 1) -> Sent:
         """The `count`-th result image sent, once it is there."""
@@ -79,28 +85,27 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     await storage.close()
 
 
-async def start_bot(storage: Storage, **bot: object) -> tuple[Bot, LocalJobQueue]:
+async def start_bot(storage: Storage, *, max_size: int = 100, per_user: int = 10, **bot: object) -> Bot:
     settings = Settings(
         bot=BotSettings(**{"pending_ttl_s": 600, "result_cache_s": 300, **bot}),  # type: ignore[arg-type]
         # Generous limits: the abuse limits have their own tests (tests/test_limits.py).
         limits=LimitsSettings(user_per_minute=100, user_reruns_per_minute=100),
     )
     engine = FakeEngine()
-    queue = LocalJobQueue(engine, max_size=100, per_user=10)
+    queue = LocalJobQueue(engine, max_size=max_size, per_user=per_user)
     await queue.start()
     clock = Clock()
     core = Core(settings, queue, storage, clock=clock, album_settle_s=0.05, inspector=engine)
     messenger = RecordingMessenger()
     core.add_messenger(messenger)
-    return Bot(core, engine, messenger, storage, clock), queue
+    return Bot(core, engine, queue, messenger, storage, clock)
 
 
 @pytest_asyncio.fixture
 async def bot(storage: Storage) -> AsyncIterator[Bot]:
-    bot, queue = await start_bot(storage)
+    bot = await start_bot(storage)
     yield bot
-    await queue.close(drain_timeout_s=5)
-    await bot.core.close()
+    await bot.stop()
 
 
 # -- which photo is which -------------------------------------------------------------------------
@@ -273,6 +278,23 @@ async def test_reset_starts_over(bot: Bot) -> None:
     assert not bot.messenger.images() and bot.engine.requests == []
 
 
+async def test_expired_photos_leave_memory_without_any_further_message(storage: Storage) -> None:
+    bot = await start_bot(storage, pending_ttl_s=0.1, result_cache_s=0.2)
+    try:
+        await bot.core.on_photo(user("ann"), bot.engine.photo(394))
+        await bot.core.on_pair(user("bob"), bot.engine.photo(400), bot.engine.photo(361))
+        await bot.result()
+        assert bot.core.held_images == 4  # ann's selfie; bob's selfie, reference and result
+        sent = list(bot.messenger.sent)
+
+        bot.clock.now += 1  # past both lifetimes
+        await asyncio.sleep(1.3)  # the expiry timers fire one second after the deadline
+        assert bot.core.held_images == 0
+        assert bot.messenger.sent == sent
+    finally:
+        await bot.stop()
+
+
 # -- strength, looks, modes -------------------------------------------------------------------------
 
 
@@ -357,7 +379,7 @@ async def test_mode_is_remembered_and_carried_by_every_job(bot: Bot) -> None:
 
 
 async def test_the_configured_default_mode_applies_until_a_user_chooses(storage: Storage) -> None:
-    bot, queue = await start_bot(storage, default_mode="full")
+    bot = await start_bot(storage, default_mode="full")
     try:
         selfie, reference = bot.engine.photo(394), bot.engine.photo(361)
         await bot.core.on_command(user("ann"), "mode")
@@ -369,8 +391,7 @@ async def test_the_configured_default_mode_applies_until_a_user_chooses(storage:
         await bot.result(2)
         assert [r.mode for r in bot.engine.requests] == ["full", "natural"]
     finally:
-        await queue.close(drain_timeout_s=5)
-        await bot.core.close()
+        await bot.stop()
 
 
 async def test_paint_left_out_is_said_and_the_full_look_offered_first(bot: Bot) -> None:
@@ -394,6 +415,67 @@ async def test_paint_left_out_is_said_and_the_full_look_offered_first(bot: Bot) 
     await bot.core.on_button(user("ann"), full.buttons[0].data)
     assert (await bot.result(3)).text == "Makeup from your reference, strength 90, full look."
     assert [r.mode for r in bot.engine.requests] == ["natural", "full", "full"]
+
+
+# -- the queue as users see it ----------------------------------------------------------------------
+
+
+async def test_a_noticeable_wait_is_announced_and_a_long_job_shows_an_action(storage: Storage) -> None:
+    bot = await start_bot(storage, announce_wait_s=0.2)
+    try:
+        bot.engine.busy_until = asyncio.Event()  # ann's job runs until bob has waited past 0.2 s
+        for name in ("ann", "bob"):
+            await bot.core.on_pair(user(name), bot.engine.photo(394), bot.engine.photo(361))
+        await bot.messenger.wait_for(lambda: any(s.kind == "action" for s in bot.messenger.sent))
+        await bot.messenger.wait_for(lambda: bool(bot.messenger.texts()))
+        bot.engine.busy_until.set()
+        await bot.result(2)
+    finally:
+        await bot.stop()
+
+    texts = {s.chat_id: s.text for s in bot.messenger.sent if s.kind == "text"}
+    assert texts == {"dm-bob": "There is 1 try-on ahead of yours; I'll reply here when it's ready."}
+    kinds = [s.kind for s in bot.messenger.sent if s.chat_id == "dm-ann"]
+    assert kinds[0] == "action" and kinds[-1] == "image"  # ann saw the bot at work, then her result
+
+
+async def test_a_short_wait_is_not_announced(bot: Bot) -> None:
+    for name in ("ann", "bob", "cid"):
+        await bot.core.on_pair(user(name), bot.engine.photo(394), bot.engine.photo(361))
+    await bot.result(3)
+    assert bot.messenger.texts() == []  # bot.announce_wait_s is 3 s: nobody is told to wait
+
+
+async def test_a_full_queue_and_the_per_user_cap_give_clear_replies(storage: Storage) -> None:
+    bot = await start_bot(storage, max_size=2, per_user=1)
+    try:
+        bot.engine.busy_until = asyncio.Event()  # ann's job stays running while the others ask
+        selfie, look = bot.engine.photo(394), "natural"
+        await bot.core.on_pair(user("ann"), selfie, look=look)
+        await bot.core.on_pair(user("ann"), selfie, look=look)
+        assert "You already have" in bot.messenger.texts()[-1]
+        for name in ("bob", "cid", "dan"):  # bob's and cid's jobs fill the two waiting places
+            await bot.core.on_pair(user(name), selfie, look=look)
+        assert "my queue is full" in bot.messenger.texts()[-1]
+        bot.engine.busy_until.set()
+        await bot.result(3)  # the accepted ones still arrive
+        assert await bot.storage.flush()
+        assert (await bot.storage.user_stats("test", "dan")).jobs_total == 0  # refusals never count
+    finally:
+        await bot.stop()
+
+
+async def test_the_engine_refusing_a_photo_is_explained_and_counted(bot: Bot) -> None:
+    # An explicit pair (a slash command, the web form) goes to the engine unchecked.
+    await bot.core.on_pair(user("ann"), bot.engine.photo(300, face=False), bot.engine.photo(361))
+    await bot.messenger.wait_for(lambda: bool(bot.messenger.texts()))
+    assert bot.messenger.texts() == [
+        "I couldn't find a face in your selfie. Please send a clear, well-lit photo."
+    ]
+    assert not bot.messenger.images()
+    assert await bot.storage.flush()
+    await bot.core.on_command(user("ann"), "stats")
+    assert bot.messenger.texts()[-1].startswith("Try-ons: 1 (0 done, 1 failed)")
 
 
 # -- results and their buttons ------------------------------------------------------------------------
@@ -465,6 +547,21 @@ async def test_forget_drops_the_photos_held_in_memory(bot: Bot) -> None:
     )
     await bot.core.on_photo(user("ann"), bot.engine.photo(361))
     assert "Got your selfie" in bot.messenger.texts()[-1]  # the earlier selfie is gone
+
+
+async def test_after_a_restart_buttons_say_the_photos_are_gone(storage: Storage) -> None:
+    bot = await start_bot(storage)
+    await bot.core.on_pair(user("ann"), bot.engine.photo(394), bot.engine.photo(361))
+    result = await bot.result()
+    await bot.stop()
+
+    restarted = await start_bot(storage)
+    try:
+        assert await restarted.core.on_button(user("ann"), button(result, "Stronger")) == (
+            "I was restarted and no longer have these photos. Please send them again."
+        )
+    finally:
+        await restarted.stop()
 
 
 @pytest.mark.parametrize("command", ["start", "help"])
