@@ -122,6 +122,8 @@ class JobStreamBroker(RedisStreamBroker):
     - one job is read or reclaimed at a time, so an idle worker never finds jobs parked on a busy one;
     - losing Redis or the consumer group (a restarted, empty Redis) is waited out, not fatal;
     - an acknowledged entry is deleted (XACK alone leaves it in the stream forever);
+    - a stop (the receiver cancelling the read) that redis-py drops on Python 3.11 is still honoured,
+      so a stopping worker cannot hang in its read loop (`_raise_if_cancelled`);
     - a worker joins the consumer group by name as it starts, so operators (and tests) see it
       before its first job.
     """
@@ -158,33 +160,34 @@ class JobStreamBroker(RedisStreamBroker):
 
     async def _deliveries(self, redis: Redis) -> AsyncGenerator[AckableMessage, None]:
         while True:
-            # redis-py types stream replies loosely; XAUTOCLAIM answers [next id, entries, deleted ids].
-            _next, claimed, _deleted = cast(
-                list[Any],
-                await redis.xautoclaim(
-                    self.queue_name,
-                    self.consumer_group_name,
-                    self.consumer_name,
-                    min_idle_time=self.idle_timeout,
-                    count=1,
-                ),
-            )
-            if claimed:
-                log.warning("taking over job message %s from a worker that stopped", claimed[0][0])
+            entries = await self._take_over(redis)
+            if entries:
+                log.warning("taking over job message %s from a worker that stopped", entries[0][0])
             else:
-                fetched = cast(
-                    list[Any],
-                    await redis.xreadgroup(
-                        self.consumer_group_name,
-                        self.consumer_name,
-                        {self.queue_name: ">"},
-                        block=self.block,
-                        count=1,
-                    ),
-                )
-                claimed = [entry for _stream, entries in fetched or [] for entry in entries]
-            for message_id, fields in claimed:
+                # Nothing in hand, so a stop that redis-py lost on the way is honoured before blocking.
+                _raise_if_cancelled()
+                entries = await self._read_new(redis)
+            for message_id, fields in entries:
                 yield AckableMessage(data=fields[b"data"], ack=self._acknowledge(message_id))
+
+    async def _take_over(self, redis: Redis) -> list[Any]:
+        """At most one entry left unacknowledged for `idle_timeout` ms by another consumer."""
+        # redis-py types stream replies loosely; XAUTOCLAIM answers [next id, entries, deleted ids].
+        reply = await redis.xautoclaim(
+            self.queue_name,
+            self.consumer_group_name,
+            self.consumer_name,
+            min_idle_time=self.idle_timeout,
+            count=1,
+        )
+        return cast(list[Any], cast(list[Any], reply)[1])
+
+    async def _read_new(self, redis: Redis) -> list[Any]:
+        """At most one new entry, waiting up to `block` ms for it."""
+        fetched = await redis.xreadgroup(
+            self.consumer_group_name, self.consumer_name, {self.queue_name: ">"}, block=self.block, count=1
+        )
+        return [entry for _stream, entries in cast(list[Any], fetched) or [] for entry in entries]
 
     def _acknowledge(self, message_id: bytes) -> Callable[[], Awaitable[None]]:
         async def ack() -> None:
@@ -194,6 +197,19 @@ class JobStreamBroker(RedisStreamBroker):
                 await pipe.execute()
 
         return ack
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation of the current task that was swallowed below it.
+
+    redis-py wraps every socket write in `asyncio.wait_for`, which on Python 3.11 returns the
+    write's result, dropping the `CancelledError`, when the cancel arrives just as the write
+    completes (CPython gh-86296; fixed in 3.12). The task still counts the request in
+    `cancelling()`, so it is not lost for good: re-raised here, before the stream is read again.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 # Stores a worker's answer only while its job's input exists. A bot shutting down withdraws its
@@ -494,7 +510,7 @@ class RedisJobQueue:
 
     async def _poll_forever(self) -> None:
         # Ends by itself once the queue is closed and settled, not by cancellation: a cancel arriving
-        # in the middle of a Redis call was seen lost on the way, which left the loop running.
+        # in the middle of a Redis call can be lost on the way (see `_raise_if_cancelled`).
         while not (self._closed and not self._tickets):
             await asyncio.sleep(RESULT_POLL_S)
             if not self._tickets:

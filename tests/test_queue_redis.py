@@ -7,6 +7,7 @@ Each test uses its own key prefix; the Redis restart test runs its own redis-ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -396,6 +397,38 @@ async def test_a_job_withdrawn_while_it_runs_leaves_no_result_in_redis(redis_url
         await asyncio.wait_for(worker, 60)
         await queue.disconnect()
         await redis.aclose()
+
+
+async def test_a_worker_stops_although_redis_py_drops_the_cancel_of_its_read(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # How the test above hung about one run in three: taskiq stops a worker by cancelling its read
+    # of the stream, and Python 3.11's asyncio.wait_for inside redis-py drops a cancel that arrives
+    # just as a write completes. The broker then went on reading an idle stream forever.
+    broker = build_broker(settings_for(redis_url, prefix), consumer_name="stopping")
+    await broker.startup()
+    xautoclaim, dropped = Redis.xautoclaim, asyncio.Event()
+
+    async def xautoclaim_dropping_a_cancel(redis: Redis, *args: object, **kwargs: object) -> object:
+        if not dropped.is_set():
+            dropped.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(60)
+        return await xautoclaim(redis, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Redis, "xautoclaim", xautoclaim_dropping_a_cancel)
+    deliveries = broker.listen()
+    reading = asyncio.create_task(anext(deliveries))
+    try:
+        await dropped.wait()
+        reading.cancel()
+        await asyncio.wait({reading}, timeout=5)  # far less than the test above allowed
+        assert reading.cancelled()
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await deliveries.aclose()
+        await broker.shutdown()
 
 
 # -- Redis restarted during a run ------------------------------------------------------------------------
