@@ -359,10 +359,6 @@ class HeldRunner:
         return MakeupResult(b"\xff" * 2_000_000, 1, 1, 1)
 
 
-@pytest.mark.skip(
-    reason="hangs intermittently after the job is withdrawn (twice in about ten runs of this file, "
-    "300 s, cause not found yet); issue #14 item 7 stays open until it is"
-)
 async def test_a_job_withdrawn_while_it_runs_leaves_no_result_in_redis(redis_url: str, prefix: str) -> None:
     settings = settings_for(redis_url, prefix)
     keys = RedisKeys(prefix)
