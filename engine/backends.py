@@ -29,6 +29,8 @@ class EngineUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class Backend:
+    """A makeup engine `engine.backend` can name."""
+
     build: Callable[[EngineSettings], MakeupEngine]
     # None when it can run here; otherwise one sentence saying what is missing and how to fix it.
     unavailable_reason: Callable[[EngineSettings], str | None]

@@ -16,6 +16,8 @@ import numpy as np
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
+from engine.backends import BACKENDS, Backend
+from engine.settings import EngineSettings
 from facelab.settings import Settings, load_settings
 
 Outcome = Literal["ok", "skip", "warn", "FAIL"]
@@ -119,24 +121,20 @@ async def _check_redis(settings: Settings) -> Check:
 
 
 def _check_backends(settings: Settings) -> list[Check]:
-    """One line per registered engine backend; only the configured one can fail."""
-    from engine.backends import BACKENDS
+    """One line per registered engine backend; only the configured one is checked, and can fail."""
+    return [_check_backend(name, backend, settings.engine) for name, backend in BACKENDS.items()]
 
-    engine = settings.engine
-    checks = []
-    for name, backend in BACKENDS.items():
-        if name != engine.backend:
-            checks.append(Check(name, "skip", f'not used (engine.backend = "{engine.backend}")'))
-            continue
-        reason = backend.unavailable_reason(engine)
-        if reason is None:
-            checks.append(Check(name, "ok", backend.ready(engine)))
-            continue
-        # Not required: the embedded engine stands in, which works but is not what was configured.
-        outcome: Outcome = "FAIL" if backend.required(engine) else "warn"
-        hint = f" ({backend.doctor_hint})" if backend.doctor_hint else ""
-        checks.append(Check(name, outcome, f"{reason}{hint}"))
-    return checks
+
+def _check_backend(name: str, backend: Backend, engine: EngineSettings) -> Check:
+    if name != engine.backend:
+        return Check(name, "skip", f'not used (engine.backend = "{engine.backend}")')
+    reason = backend.unavailable_reason(engine)
+    if reason is None:
+        return Check(name, "ok", backend.ready(engine))
+    # Not required: the embedded engine stands in, which works but is not what was configured.
+    outcome: Outcome = "FAIL" if backend.required(engine) else "warn"
+    hint = f" ({backend.doctor_hint})" if backend.doctor_hint else ""
+    return Check(name, outcome, f"{reason}{hint}")
 
 
 def _check_engine(settings: Settings) -> Check:
