@@ -70,6 +70,8 @@ class QueueSettings(BaseModel):
 
 
 class Retention(Protocol):
+    """All the bot reads of `[database]`: how many days usage is kept (0: forever)."""
+
     @property
     def retention_days(self) -> int: ...
 
