@@ -37,7 +37,8 @@ REFERENCE = "elegant_ref_02.png"
 from redis.asyncio import Redis  # noqa: E402
 
 from bot.queue import Job  # noqa: E402
-from bot.queue_redis import RedisJobQueue, RedisKeys  # noqa: E402
+from bot.queue_redis import RedisJobQueue  # noqa: E402
+from bot.queue_redis_broker import RedisKeys  # noqa: E402
 from engine.api import MakeupRequest  # noqa: E402
 from facelab.settings import QueueSettings  # noqa: E402
 

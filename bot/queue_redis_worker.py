@@ -17,15 +17,8 @@ from taskiq.acks import AcknowledgeType
 from taskiq.receiver import Receiver
 
 from bot.queue import JobFailed, JobRunner
-from bot.queue_redis import (
-    TASK_NAME,
-    RedisKeys,
-    build_broker,
-    connect,
-    decode_request,
-    encode_error,
-    encode_result,
-)
+from bot.queue_redis_broker import TASK_NAME, RedisKeys, build_broker, connect
+from bot.queue_redis_codec import decode_request, encode_error, encode_result
 from bot.settings import QueueSettings
 from engine.errors import EngineError
 

@@ -27,17 +27,9 @@ from redis.exceptions import RedisError
 from taskiq.kicker import AsyncKicker
 
 from bot.queue import Job, JobFailed, QueueClosed, QueueFull, Ticket, UserQueueCapReached
-from bot.queue_redis import (
-    TASK_NAME,
-    QueueUnavailable,
-    RedisJobQueue,
-    RedisKeys,
-    build_broker,
-    decode_outcome,
-    decode_request,
-    encode_request,
-    encode_result,
-)
+from bot.queue_redis import QueueUnavailable, RedisJobQueue
+from bot.queue_redis_broker import TASK_NAME, RedisKeys, build_broker
+from bot.queue_redis_codec import decode_outcome, decode_request, encode_request, encode_result
 from bot.queue_redis_worker import run_worker
 from bot.settings import QueueSettings
 from engine.api import CompareRequest, MakeupRequest, MakeupResult
