@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from bot.commands import COMMANDS
 from bot.core import Core
 from bot.engine_process import EngineProcess
+from bot.metrics import Metrics
 from bot.ports import Origin
 from bot.queue import JobRunner, LocalJobQueue
 from bot.queue_redis import RedisResults
@@ -103,6 +104,7 @@ async def start_bot(
     runner: JobRunner | None = None,
     limits: LimitsSettings | None = None,
     results: ResultStore | None = None,
+    metrics: Metrics | None = None,
     **queue: int,
 ) -> Bot:
     settings = Settings(
@@ -121,7 +123,9 @@ async def start_bot(
     )
     await job_queue.start()
     clock = Clock()
-    core = Core(settings, job_queue, storage, clock=clock, album_settle_s=0.2, results=results)
+    core = Core(
+        settings, job_queue, storage, clock=clock, album_settle_s=0.2, results=results, metrics=metrics
+    )
     messenger = RecordingMessenger()
     core.add_messenger(messenger)
     return Bot(core, messenger, job_queue, storage, clock)
@@ -593,9 +597,9 @@ async def test_before_after_is_an_engine_job_queued_limited_and_recorded_like_a_
     engine_process: EngineProcess, storage: Storage
 ) -> None:
     runner = WatchingRunner(engine_process)
-    bot = await start_bot(
-        engine_process, storage, runner=runner, limits=LimitsSettings(user_reruns_per_minute=1)
-    )
+    metrics = Metrics()
+    limits = LimitsSettings(user_reruns_per_minute=1)
+    bot = await start_bot(engine_process, storage, runner=runner, limits=limits, metrics=metrics)
     try:
         await bot.core.on_pair(user("ann"), photo(SELFIE), photo(REFERENCE))
         [first] = await bot.messenger.wait_for_images(1)
@@ -610,6 +614,14 @@ async def test_before_after_is_an_engine_job_queued_limited_and_recorded_like_a_
         assert await bot.storage.flush()
         stats = await bot.storage.user_stats("test", "ann")
         assert (stats.jobs_total, stats.jobs_ok) == (2, 2)  # recorded like try-ons: the try-on, the picture
+        jobs = {
+            status: metrics.registry.get_sample_value(
+                "facelab_jobs_total", {"platform": "test", "status": status}
+            )
+            for status in ("ok", "rejected")
+        }
+        assert jobs == {"ok": 2.0, "rejected": 1.0}
+        assert metrics.registry.get_sample_value("facelab_errors_total", {"kind": "rerun_limit"}) == 1.0
     finally:
         await stop_bot(bot)
 
