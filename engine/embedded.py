@@ -142,9 +142,9 @@ class EmbeddedEngine:
             makeup: Makeup
             if reference is not None:
                 with self._timed(timings, "align"):
-                    warped, valid = warp_reference(reference, crop)
+                    warped, shown = warp_reference(reference, crop)
                 with self._timed(timings, "transfer"):
-                    makeup = ReferenceMakeup(layers, warped, valid, reference.lip_colour, mode)
+                    makeup = ReferenceMakeup(layers, warped, shown, reference.lip_colour, mode)
             else:
                 assert preset is not None
                 makeup = LookMakeup(layers, preset)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from engine.faces import Face, shrink
-from engine.regions import CHIN, LEFT_EYE, LIPS_INNER, RIGHT_EYE, blur, region_masks
+from engine.regions import CHIN, FACE_OVAL, LEFT_EYE, LIPS_INNER, RIGHT_EYE, blur, region_masks
 
 CROP_MARGIN = 0.12  # crop = landmark box grown by this fraction per side
 N_MESH = 468  # the iris points are not part of the triangulation
@@ -62,6 +62,9 @@ REGION_OPACITY: dict[str, float] = {
 PIGMENT_DISTANCE = (4.0, 12.0)
 # Paint's own shading is smoothed away over this fraction of the eye distance (see `_in_selfie_shading`).
 PAINT_SMOOTHING = 0.05
+# Hair over a reference face is darker than this fraction of its skin's lightness (`hair_over_face`):
+# a light stage base or white paint can run past the face outline, hair is a dark lock against it.
+OCCLUDER_DARKNESS = 0.6
 # A reference whose skin area carries at least this share of paint wears a painted face.
 PAINTED_FACE_SHARE = 0.28
 # The lipstick's lightness is this percentile of the reference lips' (gloss lifts the median).
@@ -131,6 +134,7 @@ class ReferenceFace:
     mirrored: ReferenceFace | None = None
     paint_share: float = 0.0  # share of its bare-skin area that carries paint, 0 to 1
     lip_colour: tuple[float, float, float] | None = None  # median Lab of its lips; None: not seen
+    hidden: np.ndarray | None = None  # HxW float32, 1 where hair hides its face (`hair_over_face`)
 
     @property
     def has_paint(self) -> bool:
@@ -172,16 +176,16 @@ def prepare_reference(
     if mirrored_face is not None and abs(face.yaw_deg) > MIRROR_FROM_YAW:
         mirrored = prepare_reference(np.ascontiguousarray(rgb[:, ::-1]), mirrored_face, working_size)
     crop = crop_face(rgb, face, working_size)
+    masks = region_masks(crop.pts, crop.shape, crop.iod)
     holes = np.zeros(crop.rgb.shape[:2], np.uint8)
     for poly in (LIPS_INNER, RIGHT_EYE, LEFT_EYE):
         cv2.fillPoly(holes, [np.round(crop.pts[list(poly)]).astype(np.int32)], (255,))
     # Grown well past the mesh's outlines: sclera or teeth left beside a hole would be smeared into it
     # and painted on the selfie's lids or lips as a pale patch.
     reach = max(1, round(0.04 * crop.iod))
-    grown = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
+    grown = cv2.dilate(holes, _disk_kernel(reach))
     filled = cv2.inpaint(crop.rgb, grown, max(3.0, 0.03 * crop.iod), cv2.INPAINT_TELEA)
     lab = to_lab(filled)
-    masks = region_masks(crop.pts, crop.shape, crop.iod)
     return ReferenceFace(
         lab,
         crop.pts,
@@ -190,7 +194,35 @@ def prepare_reference(
         mirrored,
         _paint_share(lab, masks["skin"], crop),
         _lip_colour(lab, masks["lips"]),
+        hair_over_face(lab, crop, masks),
     )
+
+
+def hair_over_face(lab: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarray]) -> np.ndarray:
+    """HxW float32, 1 where hair (or a dark hat or background) lies over the face: a patch much
+    darker than the skin that reaches the face from outside, most of it beyond the face outline.
+    Face paint is drawn inside the outline; lips, lids and brows (and a liner's wing) are never
+    taken for hair."""
+    structure = structure_layers(lab, crop.iod)
+    base = skin_base(structure, masks["skin"] > 0.5, crop.pts)
+    features = np.maximum.reduce([masks["lips"], masks["eyes"], masks["brows"]]) > 0.1
+    reach = max(1, round(0.15 * crop.iod))
+    features = cv2.dilate(features.view(np.uint8), _disk_kernel(reach)) > 0
+    cover = (structure[:, :, 0] < OCCLUDER_DARKNESS * base[:, :, 0]) & ~features
+    count, labels = cv2.connectedComponents(cover.view(np.uint8), connectivity=8)
+    oval = np.zeros(crop.shape, np.uint8)
+    cv2.fillPoly(oval, [np.round(crop.pts[list(FACE_OVAL)]).astype(np.int32)], (1,))
+    inside = np.bincount(labels.ravel(), weights=oval.ravel(), minlength=count)
+    outside = np.bincount(labels.ravel(), minlength=count) - inside
+    hair = outside > inside
+    hair[0] = False  # label 0: all that is not dark
+    # Grown: the makeup's smoothing would otherwise carry the lock's dark edge onto the selfie.
+    grown = cv2.dilate(hair[labels].astype(np.uint8), _disk_kernel(max(1, round(0.1 * crop.iod))))
+    return ((grown > 0) & (oval > 0)).astype(np.float32)
+
+
+def _disk_kernel(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def _paint_share(lab: np.ndarray, skin: np.ndarray, crop: FaceCrop) -> float:
@@ -294,19 +326,22 @@ def mesh_triangles() -> np.ndarray:
 
 
 def warp_reference(ref: ReferenceFace, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
-    """The reference warped onto the selfie crop (HxWx3 Lab) and where the warp is defined (HxW bool).
+    """The reference warped onto the selfie crop (HxWx3 Lab) and how far to trust it (HxW float32:
+    0 where the warp is undefined or hair hides the reference's face, 1 where it shows).
 
     Each destination pixel looks up its triangle in a rasterised index image; all the triangles'
     affine maps are solved at once, and one `cv2.remap` samples the reference.
     """
     index = _triangle_index(crop.pts, crop.shape)
-    warped = _sample(_at_scale(ref, crop.iod), crop.pts, index)
-    valid = index > 0
-    if ref.mirrored is None:
-        return warped, valid
-    far = _far_half(crop, ref.yaw_deg)
-    mirrored = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, index)
-    return warped + cv2.merge([far, far, far]) * (mirrored - warped), valid
+    warped, hidden = _sample(_at_scale(ref, crop.iod), crop.pts, index)
+    if ref.mirrored is not None:
+        far = _far_half(crop, ref.yaw_deg)
+        mirrored, mirrored_hidden = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, index)
+        warped = warped + cv2.merge([far, far, far]) * (mirrored - warped)
+        hidden = hidden + far * (mirrored_hidden - hidden)
+    # Where hair hides the reference's face the selfie keeps its own, fading in softly around it.
+    shown = 1.0 - np.minimum(blur(hidden, 0.05 * crop.iod), 1.0)
+    return warped, (index > 0) * shown
 
 
 def _at_scale(ref: ReferenceFace, iod: float) -> ReferenceFace:
@@ -319,7 +354,9 @@ def _at_scale(ref: ReferenceFace, iod: float) -> ReferenceFace:
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
     lab = cv2.resize(ref.lab, size, interpolation=cv2.INTER_AREA)
     ratio = np.array([size[0] / w, size[1] / h], np.float32)
-    return ReferenceFace(lab, (ref.pts + 0.5) * ratio - 0.5, ref.iod * float(ratio[0]), ref.yaw_deg)
+    hidden = None if ref.hidden is None else cv2.resize(ref.hidden, size, interpolation=cv2.INTER_AREA)
+    pts = (ref.pts + 0.5) * ratio - 0.5
+    return ReferenceFace(lab, pts, ref.iod * float(ratio[0]), ref.yaw_deg, hidden=hidden)
 
 
 def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -331,7 +368,8 @@ def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return index
 
 
-def _sample(ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray) -> np.ndarray:
+def _sample(ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's Lab and its `hidden` mask (zeros where it has none), warped onto `index`."""
     triangles = mesh_triangles()
     affines = _triangle_affines(dst_pts[triangles], ref.pts[triangles]).reshape(-1, 6)
     # Row 0 serves pixels outside the mesh: it sends them to (-1, -1), off the reference. Looking
@@ -343,7 +381,10 @@ def _sample(ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray) -> np.nd
     ys = np.arange(h, dtype=np.float32)[:, None]
     map_x = a * xs + b * ys + c
     map_y = d * xs + e * ys + f
-    return cv2.remap(ref.lab, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    lab = cv2.remap(ref.lab, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if ref.hidden is None:
+        return lab, np.zeros(index.shape, np.float32)
+    return lab, cv2.remap(ref.hidden, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _far_half(crop: FaceCrop, yaw_deg: float) -> np.ndarray:
@@ -396,13 +437,13 @@ class ReferenceMakeup:
         self,
         selfie: SelfieLayers,
         warped: np.ndarray,
-        valid: np.ndarray,
+        shown: np.ndarray,
         lip_colour: tuple[float, float, float] | None = None,
         mode: str = "natural",
     ) -> None:
         self.selfie = selfie
         ref_structure = structure_layers(warped, selfie.crop.iod)
-        skin = (selfie.masks["skin"] > 0.5) & valid
+        skin = (selfie.masks["skin"] > 0.5) & (shown > 0.5)
         ref_base = skin_base(ref_structure, skin, selfie.crop.pts)
         ratio = ref_structure[:, :, 0] / np.maximum(ref_base[:, :, 0], 1.0)
         offset = ref_structure - ref_base
@@ -419,7 +460,7 @@ class ReferenceMakeup:
         # the lids and brows need them, a small part of the crop.
         self.ref_structure, self.ref_base = ref_structure, ref_base
         self.lip_colour = lip_colour
-        self.outside = np.logical_not(valid).view(np.uint8)
+        self.shown = shown
         self.regions: tuple[str, ...] = FULL_REGIONS if mode == "full" else NATURAL_REGIONS
 
     def target(self, region: str, box: Box, current: np.ndarray) -> np.ndarray:
@@ -427,9 +468,9 @@ class ReferenceMakeup:
             target = self._pigment_target(region, box, current)
         else:
             target = self._relative_target(region, box)
-        # Where the warp is undefined the selfie keeps its own layers.
-        cv2.copyTo(current, self.outside[box], target)
-        return target
+        # Where the warp is undefined (or hair hides the reference) the selfie keeps its layers.
+        shown = self.shown[box]
+        return current + cv2.merge([shown, shown, shown]) * (target - current)
 
     def _relative_target(self, region: str, box: Box) -> np.ndarray:
         """The reference's change against its own skin, re-applied on the selfie's skin."""

@@ -195,3 +195,24 @@ def test_full_mode_never_whitens_a_dark_selfie_with_a_light_reference_without_pa
     full = engine().apply_array(photo(selfie), photo(reference), mode="full")
     assert not full.paint_left_out
     assert abs(mean_lab(full.image, skin)[0] - mean_lab(photo(selfie), skin)[0]) < 3.0
+
+
+def test_hair_over_the_reference_face_never_paints_the_selfie():
+    # A dark lock of hair falls from beyond the reference's face edge over its left cheek.
+    reference, selfie = photo("shmt_ref_04.jpg").copy(), "sm_source_03.jpg"
+    ref_face = faces("shmt_ref_04.jpg")[0]
+    edge, cheek = ref_face.landmarks[454], ref_face.landmarks[280]
+    outward = (edge - cheek) / np.linalg.norm(edge - cheek)
+    start, end = edge + 1.5 * ref_face.inter_ocular * outward, (edge + cheek) / 2
+    thickness = round(0.3 * ref_face.inter_ocular)
+    ends = [tuple(np.round(point).astype(int)) for point in (start, end)]
+    cv2.line(reference, *ends, (35, 25, 20), thickness)
+
+    face = faces(selfie)[0]
+    under_lock = np.zeros(photo(selfie).shape[:2], np.uint8)
+    spot = 0.3 * face.landmarks[280] + 0.7 * face.landmarks[454]
+    cv2.circle(under_lock, tuple(np.round(spot).astype(int)), round(0.08 * face.inter_ocular), (1,), -1)
+    for mode in ("natural", "full"):
+        result = engine().apply_array(photo(selfie), reference, mode=mode).image
+        change = mean_lab(result, under_lock > 0)[0] - mean_lab(photo(selfie), under_lock > 0)[0]
+        assert abs(change) < 3.0, (mode, change)

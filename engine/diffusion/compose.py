@@ -63,9 +63,9 @@ def compose_full(
     for face in faces:
         crop = crop_face(selfie, face, working_size)
         own = prepare_reference(selfie, face, working_size)  # the same crop, openings filled
-        warped, valid = warp_reference(generated, crop)
+        warped, shown = warp_reference(generated, crop)
         sigma = LOW_PASS_SIGMA * crop.iod
-        mask = strength * face_mask(crop.pts, crop.shape, crop.iod, regions) * valid
+        mask = strength * face_mask(crop.pts, crop.shape, crop.iod, regions) * shown
         keep = (mask > 0).view(np.uint8)
         if not keep.any():
             continue
