@@ -144,7 +144,9 @@ class EmbeddedEngine:
                 with self._timed(timings, "align"):
                     warped, shown = warp_reference(reference, crop)
                 with self._timed(timings, "transfer"):
-                    makeup = ReferenceMakeup(layers, warped, shown, reference.lip_colour, mode)
+                    makeup = ReferenceMakeup(
+                        layers, warped, shown, reference.lip_colour, mode, reference.fringe
+                    )
             else:
                 assert preset is not None
                 makeup = LookMakeup(layers, preset)

@@ -25,7 +25,17 @@ import cv2
 import numpy as np
 
 from engine.faces import Face, shrink
-from engine.regions import CHIN, FACE_OVAL, LEFT_EYE, LIPS_INNER, RIGHT_EYE, blur, region_masks
+from engine.regions import (
+    CHIN,
+    FACE_OVAL,
+    LEFT_BROW_UPPER,
+    LEFT_EYE,
+    LIPS_INNER,
+    RIGHT_BROW_UPPER,
+    RIGHT_EYE,
+    blur,
+    region_masks,
+)
 
 CROP_MARGIN = 0.12  # crop = landmark box grown by this fraction per side
 N_MESH = 468  # the iris points are not part of the triangulation
@@ -65,6 +75,12 @@ PAINT_SMOOTHING = 0.05
 # Hair over a reference face is darker than this fraction of its skin's lightness (`hair_over_face`):
 # a light stage base or white paint can run past the face outline, hair is a dark lock against it.
 OCCLUDER_DARKNESS = 0.6
+# A reference's brows are under a fringe where, this far above them (eye distances), it is darker than
+# this share of its skin's lightness and duller than this chroma (a clown's painted arcs are not).
+FRINGE_REACH = 0.12
+FRINGE_DARKNESS = 0.55
+FRINGE_CHROMA = 30.0
+FRINGE_SHARE = (0.5, 0.8)  # the share of such points from which the fringe starts and is complete
 # A reference whose skin area carries at least this share of paint wears a painted face.
 PAINTED_FACE_SHARE = 0.28
 # The lipstick's lightness is this percentile of the reference lips' (gloss lifts the median).
@@ -135,6 +151,7 @@ class ReferenceFace:
     paint_share: float = 0.0  # share of its bare-skin area that carries paint, 0 to 1
     lip_colour: tuple[float, float, float] | None = None  # median Lab of its lips; None: not seen
     hidden: np.ndarray | None = None  # HxW float32, 1 where hair hides its face (`hair_over_face`)
+    fringe: float = 0.0  # 0 to 1: how much of its brows a fringe hides (`fringe_over_brows`)
 
     @property
     def has_paint(self) -> bool:
@@ -195,6 +212,7 @@ def prepare_reference(
         _paint_share(lab, masks["skin"], crop),
         _lip_colour(lab, masks["lips"]),
         hair_over_face(lab, crop, masks),
+        fringe_over_brows(lab, crop, masks["skin"]),
     )
 
 
@@ -219,6 +237,24 @@ def hair_over_face(lab: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarr
     # Grown: the makeup's smoothing would otherwise carry the lock's dark edge onto the selfie.
     grown = cv2.dilate(hair[labels].astype(np.uint8), _disk_kernel(max(1, round(0.1 * crop.iod))))
     return ((grown > 0) & (oval > 0)).astype(np.float32)
+
+
+def fringe_over_brows(lab: np.ndarray, crop: FaceCrop, skin: np.ndarray) -> float:
+    """0 to 1: how surely a fringe hides the reference's brows (their colour is then the hair's),
+    from the points just above them (FRINGE_REACH of the eye distance, up the face) that show hair:
+    as dark against its skin and as dull."""
+    chin, top = crop.pts[CHIN], crop.pts[MIDLINE_TOP]
+    up = (top - chin) / max(float(np.linalg.norm(top - chin)), 1e-6)
+    points = crop.pts[list(RIGHT_BROW_UPPER + LEFT_BROW_UPPER)] + FRINGE_REACH * crop.iod * up
+    h, w = crop.shape
+    xs, ys = (np.clip(np.round(points[:, k]).astype(int), 0, limit - 1) for k, limit in ((0, w), (1, h)))
+    structure = structure_layers(lab, crop.iod)
+    skin_l = float(np.median(structure[:, :, 0][skin > 0.5])) if (skin > 0.5).any() else 50.0
+    seen = structure[ys, xs]
+    dark = seen[:, 0] < FRINGE_DARKNESS * skin_l
+    dull = np.hypot(seen[:, 1], seen[:, 2]) < FRINGE_CHROMA
+    # Most of the points, not a few: a brow's tail or a low hairline at the temples is no fringe.
+    return float(_smoothstep(np.array(np.mean(dark & dull)), *FRINGE_SHARE))
 
 
 def _disk_kernel(radius: int) -> np.ndarray:
@@ -440,7 +476,9 @@ class ReferenceMakeup:
         shown: np.ndarray,
         lip_colour: tuple[float, float, float] | None = None,
         mode: str = "natural",
+        fringe: float = 0.0,
     ) -> None:
+        """`fringe`: how much of the reference's brows a fringe hides (`ReferenceFace.fringe`)."""
         self.selfie = selfie
         ref_structure = structure_layers(warped, selfie.crop.iod)
         skin = (selfie.masks["skin"] > 0.5) & (shown > 0.5)
@@ -460,6 +498,7 @@ class ReferenceMakeup:
         # the lids and brows need them, a small part of the crop.
         self.ref_structure, self.ref_base = ref_structure, ref_base
         self.lip_colour = lip_colour
+        self.fringe = fringe
         self.shown = shown
         self.regions: tuple[str, ...] = FULL_REGIONS if mode == "full" else NATURAL_REGIONS
 
@@ -494,9 +533,10 @@ class ReferenceMakeup:
             return self._lips(box)
         pigment = self._pigment(box)
         if region == "brows":
-            # Brows are filled and darkened, never erased.
+            # Brows are filled and darkened, never erased; brows under a fringe are the reference's
+            # hair, and the selfie keeps its own.
             pigment[:, :, 0] = np.minimum(pigment[:, :, 0], self.structure[0][box])
-            return pigment
+            return pigment + self.fringe * (current - pigment)
         if region == "eyes":
             # A lid lightens only as much as the reference's lid is lighter than its own skin (a
             # highlighter or white liner), never because the reference's skin is lighter.

@@ -216,3 +216,13 @@ def test_hair_over_the_reference_face_never_paints_the_selfie():
         result = engine().apply_array(photo(selfie), reference, mode=mode).image
         change = mean_lab(result, under_lock > 0)[0] - mean_lab(photo(selfie), under_lock > 0)[0]
         assert abs(change) < 3.0, (mode, change)
+
+
+@pytest.mark.parametrize("selfie", ["elegant_source_01.png", "sm_source_03.jpg"])
+def test_brows_under_a_fringe_are_hair_and_the_selfie_keeps_its_own(selfie):
+    brows = mask(photo(selfie), faces(selfie)[0], "brows")
+    before = mean_lab(photo(selfie), brows)[0]
+    under_fringe = mean_lab(made_up(selfie, "beautygan_ref_01.png"), brows)[0]  # bangs over the brows
+    bare_forehead = mean_lab(made_up(selfie, "shmt_ref_02.png"), brows)[0]  # dark, drawn brows
+    assert abs(under_fringe - before) < 3.0
+    assert bare_forehead < before - 5.0
