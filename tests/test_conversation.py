@@ -8,14 +8,12 @@ from the result, which has the selfie's size."""
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from PIL import Image
 
 from bot.core import Core
 from bot.ports import Origin
@@ -23,6 +21,7 @@ from bot.queue import LocalJobQueue
 from bot.settings import BotSettings, LimitsSettings
 from facelab.settings import Settings
 from storage import Storage
+from tests.conversation_helpers import Clock, size_of, user
 from tests.fake_engine import FakeEngine
 from tests.recording_messenger import RecordingMessenger, Sent
 
@@ -36,14 +35,6 @@ RESULT_BUTTONS = [
     "Full resolution",
 ]
 MADE_UP = 3.0  # makeup score of a clearly made-up face (about 1 per made-up feature)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -62,16 +53,6 @@ class Bot:
     async def result(self, count: int = 1) -> Sent:
         """The `count`-th result image sent, once it is there."""
         return (await self.messenger.wait_for_images(count))[count - 1]
-
-
-def user(name: str, chat: str = "dm", message: str = "m1", group: bool = False) -> Origin:
-    chat_id = chat if chat != "dm" else f"dm-{name}"
-    return Origin("test", chat_id, name, message, "group" if group else "private")
-
-
-def size_of(image: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(image)) as opened:
-        return opened.size
 
 
 def button(sent: Sent, label: str) -> str:

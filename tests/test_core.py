@@ -34,6 +34,7 @@ from engine.api import CompareRequest, EngineRequest, MakeupRequest, MakeupResul
 from facelab.settings import Settings
 from storage import Storage
 from tests.conftest import face_path
+from tests.conversation_helpers import Clock, size_of, user
 from tests.paint_spotter import PaintSpotter
 from tests.recording_messenger import RecordingMessenger
 
@@ -53,19 +54,6 @@ def photo(name: str) -> bytes:
     return face_path(name).read_bytes()
 
 
-def size_of(image: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(image)) as opened:
-        return opened.size
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Bot:
     core: Core
@@ -73,11 +61,6 @@ class Bot:
     queue: LocalJobQueue
     storage: Storage
     clock: Clock
-
-
-def user(name: str, chat: str = "dm", message: str = "m1", group: bool = False) -> Origin:
-    chat_id = chat if chat != "dm" else f"dm-{name}"
-    return Origin("test", chat_id, name, message, "group" if group else "private")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -7,7 +7,6 @@ real engine and add one behaviour it cannot be made to show on demand (a native 
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
 import time
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-from PIL import Image
 
 from bot.engine_process import EngineProcess, EngineStartError
 from bot.queue import JobFailed
@@ -25,6 +23,7 @@ from engine.embedded import EmbeddedEngine
 from engine.errors import NoFaceError
 from engine.settings import EngineSettings
 from tests.conftest import face_path
+from tests.conversation_helpers import size_of
 
 # Slow: real engine child processes, killed and timed out on purpose.
 pytestmark = pytest.mark.slow
@@ -72,11 +71,6 @@ def pair(selfie: str = "tinybeauty_source_01.png", reference: str = "sm_ref_04.p
     return MakeupRequest(
         selfie=face_path(selfie).read_bytes(), reference=face_path(reference).read_bytes(), strength=0.8
     )
-
-
-def size_of(image: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(image)) as opened:
-        return opened.size
 
 
 def cpu_ticks(pid: int) -> int:
