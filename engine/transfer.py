@@ -203,26 +203,29 @@ def prepare_reference(
     grown = cv2.dilate(holes, _disk_kernel(reach))
     filled = cv2.inpaint(crop.rgb, grown, max(3.0, 0.03 * crop.iod), cv2.INPAINT_TELEA)
     lab = to_lab(filled)
+    # Its layers, worked out once for the paint, hair and fringe tests below.
+    structure = structure_layers(lab, crop.iod)
+    base = skin_base(structure, masks["skin"] > 0.5, crop.pts)
     return ReferenceFace(
         lab,
         crop.pts,
         crop.iod,
         face.yaw_deg,
         mirrored,
-        _paint_share(lab, masks["skin"], crop),
+        _paint_share(structure, base, masks["skin"]),
         _lip_colour(lab, masks["lips"]),
-        hair_over_face(lab, crop, masks),
-        fringe_over_brows(lab, crop, masks["skin"]),
+        hair_over_face(structure, base, crop, masks),
+        fringe_over_brows(structure, crop, masks["skin"]),
     )
 
 
-def hair_over_face(lab: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarray]) -> np.ndarray:
+def hair_over_face(
+    structure: np.ndarray, base: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarray]
+) -> np.ndarray:
     """HxW float32, 1 where hair (or a dark hat or background) lies over the face: a patch much
     darker than the skin that reaches the face from outside, most of it beyond the face outline.
     Face paint is drawn inside the outline; lips, lids and brows (and a liner's wing) are never
-    taken for hair."""
-    structure = structure_layers(lab, crop.iod)
-    base = skin_base(structure, masks["skin"] > 0.5, crop.pts)
+    taken for hair. `structure` and `base` are the crop's layers (`structure_layers`, `skin_base`)."""
     features = np.maximum.reduce([masks["lips"], masks["eyes"], masks["brows"]]) > 0.1
     reach = max(1, round(0.15 * crop.iod))
     features = cv2.dilate(features.view(np.uint8), _disk_kernel(reach)) > 0
@@ -239,7 +242,7 @@ def hair_over_face(lab: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarr
     return ((grown > 0) & (oval > 0)).astype(np.float32)
 
 
-def fringe_over_brows(lab: np.ndarray, crop: FaceCrop, skin: np.ndarray) -> float:
+def fringe_over_brows(structure: np.ndarray, crop: FaceCrop, skin: np.ndarray) -> float:
     """0 to 1: how surely a fringe hides the reference's brows (their colour is then the hair's),
     from the points just above them (FRINGE_REACH of the eye distance, up the face) that show hair:
     as dark against its skin and as dull."""
@@ -248,7 +251,6 @@ def fringe_over_brows(lab: np.ndarray, crop: FaceCrop, skin: np.ndarray) -> floa
     points = crop.pts[list(RIGHT_BROW_UPPER + LEFT_BROW_UPPER)] + FRINGE_REACH * crop.iod * up
     h, w = crop.shape
     xs, ys = (np.clip(np.round(points[:, k]).astype(int), 0, limit - 1) for k, limit in ((0, w), (1, h)))
-    structure = structure_layers(lab, crop.iod)
     skin_l = float(np.median(structure[:, :, 0][skin > 0.5])) if (skin > 0.5).any() else 50.0
     seen = structure[ys, xs]
     dark = seen[:, 0] < FRINGE_DARKNESS * skin_l
@@ -261,10 +263,9 @@ def _disk_kernel(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
-def _paint_share(lab: np.ndarray, skin: np.ndarray, crop: FaceCrop) -> float:
+def _paint_share(structure: np.ndarray, base: np.ndarray, skin: np.ndarray) -> float:
     """How much of the face's skin area (lips, lids and brows left out) carries paint."""
-    structure = structure_layers(lab, crop.iod)
-    amount = paint_amount(structure, skin_base(structure, skin > 0.5, crop.pts))
+    amount = paint_amount(structure, base)
     return float((amount * skin).sum() / max(float(skin.sum()), 1.0))
 
 
