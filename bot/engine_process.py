@@ -337,8 +337,9 @@ def _serve(
 ) -> None:
     """The child's main loop: build the engine, then answer requests in order until told to stop.
 
-    Requests are received and replies sent on threads of their own, so the engine goes from one job
-    to the next without waiting for the bot process to write or read a pipe."""
+    Requests are received on a thread of their own, so the engine goes from one job to the next
+    without waiting for the bot process to write. Each reply is sent before the next job starts: a
+    job that kills the process (a segfault) must not take an answer already made down with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group; the parent decides
     try:
         engine = factory(settings)
@@ -347,14 +348,12 @@ def _serve(
         return
     replies.send(("ready", None))
     inbox: queue.SimpleQueue[EngineRequest | None] = queue.SimpleQueue()
-    outbox: queue.SimpleQueue[Reply | None] = queue.SimpleQueue()
     threading.Thread(target=_receive_requests, args=(requests, inbox), daemon=True).start()
-    sender = threading.Thread(target=_send_replies, args=(replies, outbox), daemon=True)
-    sender.start()
     while (request := inbox.get()) is not None:
-        outbox.put(_apply(engine, request, settings))
-    outbox.put(None)
-    sender.join()
+        try:
+            replies.send(_apply(engine, request, settings))
+        except OSError:
+            return  # the bot process is gone
 
 
 def _receive_requests(requests: Connection, inbox: queue.SimpleQueue[EngineRequest | None]) -> None:
@@ -366,14 +365,6 @@ def _receive_requests(requests: Connection, inbox: queue.SimpleQueue[EngineReque
         inbox.put(request)
         if request is None:
             return
-
-
-def _send_replies(replies: Connection, outbox: queue.SimpleQueue[Reply | None]) -> None:
-    while (reply := outbox.get()) is not None:
-        try:
-            replies.send(reply)
-        except OSError:
-            return  # the bot process is gone
 
 
 def _apply(engine: MakeupEngine, request: EngineRequest, settings: EngineSettings) -> Reply:
