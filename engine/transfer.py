@@ -74,12 +74,15 @@ PIGMENT_DISTANCE = (4.0, 12.0)
 PAINT_SMOOTHING = 0.05
 # Hair over a reference face is darker than this fraction of its skin's lightness (`hair_over_face`):
 # a light stage base or white paint can run past the face outline, hair is a dark lock against it.
+# The skin's lighting is taken within this fraction of its median lightness.
 OCCLUDER_DARKNESS = 0.6
+OCCLUDER_LIGHTING = 0.25
+# Hair is duller than this chroma; red or blue paint beside a dark hat, or a clown's painted arcs, are not.
+HAIR_CHROMA = 30.0
 # A reference's brows are under a fringe where, this far above them (eye distances), it is darker than
-# this share of its skin's lightness and duller than this chroma (a clown's painted arcs are not).
+# this share of its skin's lightness, and dull.
 FRINGE_REACH = 0.12
 FRINGE_DARKNESS = 0.55
-FRINGE_CHROMA = 30.0
 FRINGE_SHARE = (0.5, 0.8)  # the share of such points from which the fringe starts and is complete
 # A reference whose skin area carries at least this share of paint wears a painted face.
 PAINTED_FACE_SHARE = 0.28
@@ -206,6 +209,7 @@ def prepare_reference(
     # Its layers, worked out once for the paint, hair and fringe tests below.
     structure = structure_layers(lab, crop.iod)
     base = skin_base(structure, masks["skin"] > 0.5, crop.pts)
+    fringe = fringe_over_brows(structure, crop, masks["skin"])
     return ReferenceFace(
         lab,
         crop.pts,
@@ -214,22 +218,29 @@ def prepare_reference(
         mirrored,
         _paint_share(structure, base, masks["skin"]),
         _lip_colour(lab, masks["lips"]),
-        hair_over_face(structure, base, crop, masks),
-        fringe_over_brows(structure, crop, masks["skin"]),
+        hair_over_face(structure, base, crop, masks, fringe),
+        fringe,
     )
 
 
 def hair_over_face(
-    structure: np.ndarray, base: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarray]
+    structure: np.ndarray, base: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarray], fringe: float
 ) -> np.ndarray:
-    """HxW float32, 1 where hair (or a dark hat or background) lies over the face: a patch much
+    """HxW float32, 1 where hair (or a dark hat or background) lies over the face: a dull patch much
     darker than the skin that reaches the face from outside, most of it beyond the face outline.
-    Face paint is drawn inside the outline; lips, lids and brows (and a liner's wing) are never
-    taken for hair. `structure` and `base` are the crop's layers (`structure_layers`, `skin_base`)."""
-    features = np.maximum.reduce([masks["lips"], masks["eyes"], masks["brows"]]) > 0.1
+    Face paint is drawn inside the outline and is mostly vivid; lips and lids (and a liner's wing)
+    are never taken for hair, nor are brows unless a fringe hides them (`fringe_over_brows`).
+    `structure` and `base` are the crop's layers (`structure_layers`, `skin_base`)."""
+    features = [masks["lips"], masks["eyes"]] + ([] if fringe >= 0.5 else [masks["brows"]])
     reach = max(1, round(0.15 * crop.iod))
-    features = cv2.dilate(features.view(np.uint8), _disk_kernel(reach)) > 0
-    cover = (structure[:, :, 0] < OCCLUDER_DARKNESS * base[:, :, 0]) & ~features
+    kept = cv2.dilate((np.maximum.reduce(features) > 0.1).view(np.uint8), _disk_kernel(reach)) > 0
+    # The base is a quadratic fit to the skin: away from the skin it was fitted to (a forehead under
+    # a fringe) it can run wild, so it is held near the skin's own lightness.
+    skin_l = _skin_lightness(structure, masks["skin"])
+    lighting = _clip(base[:, :, 0], (1.0 - OCCLUDER_LIGHTING) * skin_l, (1.0 + OCCLUDER_LIGHTING) * skin_l)
+    dark = structure[:, :, 0] < OCCLUDER_DARKNESS * lighting
+    dull = np.hypot(structure[:, :, 1], structure[:, :, 2]) < HAIR_CHROMA
+    cover = dark & dull & ~kept
     count, labels = cv2.connectedComponents(cover.view(np.uint8), connectivity=8)
     oval = np.zeros(crop.shape, np.uint8)
     cv2.fillPoly(oval, [np.round(crop.pts[list(FACE_OVAL)]).astype(np.int32)], (1,))
@@ -251,12 +262,18 @@ def fringe_over_brows(structure: np.ndarray, crop: FaceCrop, skin: np.ndarray) -
     points = crop.pts[list(RIGHT_BROW_UPPER + LEFT_BROW_UPPER)] + FRINGE_REACH * crop.iod * up
     h, w = crop.shape
     xs, ys = (np.clip(np.round(points[:, k]).astype(int), 0, limit - 1) for k, limit in ((0, w), (1, h)))
-    skin_l = float(np.median(structure[:, :, 0][skin > 0.5])) if (skin > 0.5).any() else 50.0
+    skin_l = _skin_lightness(structure, skin)
     seen = structure[ys, xs]
     dark = seen[:, 0] < FRINGE_DARKNESS * skin_l
-    dull = np.hypot(seen[:, 1], seen[:, 2]) < FRINGE_CHROMA
+    dull = np.hypot(seen[:, 1], seen[:, 2]) < HAIR_CHROMA
     # Most of the points, not a few: a brow's tail or a low hairline at the temples is no fringe.
     return float(_smoothstep(np.array(np.mean(dark & dull)), *FRINGE_SHARE))
+
+
+def _skin_lightness(structure: np.ndarray, skin: np.ndarray) -> float:
+    """The median structure lightness of a face's skin (its mask `skin` over one half)."""
+    core = skin > 0.5
+    return float(np.median(structure[:, :, 0][core])) if core.any() else 50.0
 
 
 def _disk_kernel(radius: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 
 from engine.embedded import EmbeddedEngine
 from engine.faces import Face
-from engine.regions import LEFT_EYE, LIPS_INNER, RIGHT_EYE
+from engine.regions import LEFT_BROW_UPPER, LEFT_EYE, LIPS_INNER, RIGHT_BROW_UPPER, RIGHT_EYE
 from engine.settings import EngineSettings
 from tests.engine_helpers import backend, delta_e, faces, mask, mean_lab, photo
 
@@ -197,25 +197,60 @@ def test_full_mode_never_whitens_a_dark_selfie_with_a_light_reference_without_pa
     assert abs(mean_lab(full.image, skin)[0] - mean_lab(photo(selfie), skin)[0]) < 3.0
 
 
-def test_hair_over_the_reference_face_never_paints_the_selfie():
-    # A dark lock of hair falls from beyond the reference's face edge over its left cheek.
-    reference, selfie = photo("shmt_ref_04.jpg").copy(), "sm_source_03.jpg"
+def with_band_over_cheek(colour: tuple[int, int, int]) -> np.ndarray:
+    """shmt_ref_04 with a band drawn from beyond its face edge over its left cheek."""
+    reference = photo("shmt_ref_04.jpg").copy()
     ref_face = faces("shmt_ref_04.jpg")[0]
     edge, cheek = ref_face.landmarks[454], ref_face.landmarks[280]
     outward = (edge - cheek) / np.linalg.norm(edge - cheek)
     start, end = edge + 1.5 * ref_face.inter_ocular * outward, (edge + cheek) / 2
     thickness = round(0.3 * ref_face.inter_ocular)
     ends = [tuple(np.round(point).astype(int)) for point in (start, end)]
-    cv2.line(reference, *ends, (35, 25, 20), thickness)
+    cv2.line(reference, *ends, colour, thickness)
+    return reference
 
+
+def change_under_band(selfie: str, reference: np.ndarray, mode: str) -> float:
+    """How much lighter (CIELAB L) the selfie's left cheek gets where the band lies."""
     face = faces(selfie)[0]
-    under_lock = np.zeros(photo(selfie).shape[:2], np.uint8)
+    under_band = np.zeros(photo(selfie).shape[:2], np.uint8)
     spot = 0.3 * face.landmarks[280] + 0.7 * face.landmarks[454]
-    cv2.circle(under_lock, tuple(np.round(spot).astype(int)), round(0.08 * face.inter_ocular), (1,), -1)
+    cv2.circle(under_band, tuple(np.round(spot).astype(int)), round(0.08 * face.inter_ocular), (1,), -1)
+    result = engine().apply_array(photo(selfie), reference, mode=mode).image
+    return float(mean_lab(result, under_band > 0)[0] - mean_lab(photo(selfie), under_band > 0)[0])
+
+
+def test_hair_over_the_reference_face_never_paints_the_selfie():
+    lock = with_band_over_cheek((35, 25, 20))  # a dark lock of hair
     for mode in ("natural", "full"):
-        result = engine().apply_array(photo(selfie), reference, mode=mode).image
-        change = mean_lab(result, under_lock > 0)[0] - mean_lab(photo(selfie), under_lock > 0)[0]
+        change = change_under_band("sm_source_03.jpg", lock, mode)
         assert abs(change) < 3.0, (mode, change)
+
+
+def test_dark_red_paint_reaching_past_the_face_edge_is_paint_not_hair():
+    # As dark as the lock above, but vivid: face paint (or red beside a dark hat) that hair never is.
+    paint = with_band_over_cheek((120, 10, 25))
+    assert change_under_band("sm_source_03.jpg", paint, "full") < -10.0
+
+
+def band_above_brows(selfie: str) -> np.ndarray:
+    """The selfie's forehead just above its brows (where a fringe lies on the reference)."""
+    face = faces(selfie)[0]
+    up = face.landmarks[10] - face.landmarks[152]
+    up = up / np.linalg.norm(up)
+    area = np.zeros(photo(selfie).shape[:2], np.uint8)
+    for brow in (RIGHT_BROW_UPPER, LEFT_BROW_UPPER):
+        points = face.landmarks[list(brow)]
+        band = np.vstack([points + 0.05 * face.inter_ocular * up, (points + 0.3 * face.inter_ocular * up)[::-1]])
+        cv2.fillPoly(area, [np.round(band).astype(np.int32)], (1,))
+    return area > 0
+
+
+@pytest.mark.parametrize("selfie", ["elegant_source_01.png", "psgan_source_01.png"])
+def test_a_fringe_over_the_reference_forehead_never_paints_the_selfie_in_full_mode(selfie):
+    band = band_above_brows(selfie)
+    result = made_up(selfie, "beautygan_ref_01.png", mode="full")  # bangs down to the brows
+    assert abs(mean_lab(result, band)[0] - mean_lab(photo(selfie), band)[0]) < 3.0
 
 
 @pytest.mark.parametrize("selfie", ["elegant_source_01.png", "sm_source_03.jpg"])
