@@ -563,6 +563,10 @@ class ReferenceMakeup:
         if region == "paint":
             pigment = self._in_selfie_shading(pigment, box, PAINT_SMOOTHING)
             pigment[:, :, 0] = np.minimum(pigment[:, :, 0], self.light_cap)
+            # Paint covers the brows without erasing them, as the brows region never lightens them:
+            # they carry much of the face's identity.
+            brows = self.selfie.masks["brows"][box]
+            pigment[:, :, 0] -= brows * np.maximum(pigment[:, :, 0] - self.structure[0][box], 0.0)
         # Eyes and paint: pigment where the reference carries some; elsewhere lids take the relative
         # change and the rest of the face stays as made up so far.
         amount = paint_amount(self.ref_structure[box], self.ref_base[box])

@@ -254,6 +254,16 @@ def test_a_fringe_over_the_reference_forehead_never_paints_the_selfie_in_full_mo
 
 
 @pytest.mark.parametrize("selfie", ["elegant_source_01.png", "sm_source_03.jpg"])
+def test_white_paint_over_the_reference_brows_never_erases_the_selfie_brows(selfie):
+    reference = photo("shmt_ref_04.jpg").copy()
+    painted = mask(reference, faces("shmt_ref_04.jpg")[0], "brows").astype(np.uint8)
+    reference[cv2.dilate(painted, np.ones((5, 5), np.uint8)) > 0] = (235, 232, 228)
+    brows = mask(photo(selfie), faces(selfie)[0], "brows")
+    result = engine().apply_array(photo(selfie), reference, mode="full").image
+    assert mean_lab(result, brows)[0] - mean_lab(photo(selfie), brows)[0] < 5.0
+
+
+@pytest.mark.parametrize("selfie", ["elegant_source_01.png", "sm_source_03.jpg"])
 def test_brows_under_a_fringe_are_hair_and_the_selfie_keeps_its_own(selfie):
     brows = mask(photo(selfie), faces(selfie)[0], "brows")
     before = mean_lab(photo(selfie), brows)[0]
