@@ -241,7 +241,8 @@ def band_above_brows(selfie: str) -> np.ndarray:
     area = np.zeros(photo(selfie).shape[:2], np.uint8)
     for brow in (RIGHT_BROW_UPPER, LEFT_BROW_UPPER):
         points = face.landmarks[list(brow)]
-        band = np.vstack([points + 0.05 * face.inter_ocular * up, (points + 0.3 * face.inter_ocular * up)[::-1]])
+        near, far = points + 0.05 * face.inter_ocular * up, points + 0.3 * face.inter_ocular * up
+        band = np.vstack([near, far[::-1]])
         cv2.fillPoly(area, [np.round(band).astype(np.int32)], (1,))
     return area > 0
 
