@@ -1,6 +1,6 @@
 """Median milliseconds per image of the embedded engine on one CPU core, split by stage.
 
-    python bench/engine.py [--runs 15] [--selfie NAME] [--reference NAME]
+    python bench/engine.py [--runs 15] [--selfie NAME] [--reference NAME] [--mode natural|full]
 
 Two selfies: a 512x512 one and a 12-megapixel one, both made by upscaling a shared face photo from
 ../shared/data/faces. The reference is analysed once (the engine caches it per reference), so the
@@ -48,14 +48,14 @@ def read(kind: str, name: str) -> np.ndarray:
     return load_image((FACES_DIR / kind / name).read_bytes(), max_pixels=10**8, max_bytes=10**8)
 
 
-def median_timings(engine, clock, selfie: np.ndarray, reference, runs: int) -> dict[str, float]:
+def median_timings(engine, clock, selfie: np.ndarray, reference, runs: int, mode: str) -> dict[str, float]:
     """`engine` times its stages with `clock`, the same clock that times the whole call here."""
     for _ in range(3):  # warm-up: first calls build TFLite interpreters and caches
-        engine.apply_array(selfie, reference)
+        engine.apply_array(selfie, reference, mode=mode)
     samples: dict[str, list[float]] = {stage: [] for stage in COLUMNS}
     for _ in range(runs):
         start = clock()
-        result = engine.apply_array(selfie, reference)
+        result = engine.apply_array(selfie, reference, mode=mode)
         samples["total"].append((clock() - start) * 1000.0)
         for stage in STAGES:
             samples[stage].append(result.timings_ms.get(stage, 0.0))
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--selfie", default="sm_source_02.jpg")
     parser.add_argument("--reference", default="elegant_ref_02.png")
+    parser.add_argument("--mode", default="natural", choices=("natural", "full"))
     args = parser.parse_args()
     pin_to_one_core()
 
@@ -87,12 +88,13 @@ def main() -> None:
         "512x512": cv2.resize(face, (512, 512), interpolation=cv2.INTER_CUBIC),
         "12 MP (4000x3000)": cv2.resize(face, (4000, 3000), interpolation=cv2.INTER_CUBIC),
     }
-    print(f"selfie {args.selfie}, reference {args.reference}, one core, median of {args.runs} runs (ms)")
+    print(f"selfie {args.selfie}, reference {args.reference}, {args.mode} mode, one core, median of", end=" ")
+    print(f"{args.runs} runs (ms)")
     print(f"reference analysis (once per reference): {reference_ms:.1f}")
     print(f"{'image':<25}" + "".join(f"{s:>11}" for s in COLUMNS))
     for label, selfie in selfies.items():
         for clock_name, clock in CLOCKS.items():
-            figures = median_timings(engines[clock_name], clock, selfie, reference, args.runs)
+            figures = median_timings(engines[clock_name], clock, selfie, reference, args.runs, args.mode)
             print(f"{label + ' ' + clock_name:<25}" + "".join(f"{figures[s]:>11.1f}" for s in COLUMNS))
 
 

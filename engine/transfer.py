@@ -72,6 +72,8 @@ REGION_OPACITY: dict[str, float] = {
 PIGMENT_DISTANCE = (4.0, 12.0)
 # Paint's own shading is smoothed away over this fraction of the eye distance (see `_in_selfie_shading`).
 PAINT_SMOOTHING = 0.05
+# Paint colours further apart than this (CIELAB) meet at an edge that the smoothing keeps sharp.
+PAINT_EDGE = 8.0
 # Hair over a reference face is darker than this fraction of its skin's lightness (`hair_over_face`):
 # a light stage base or white paint can run past the face outline, hair is a dark lock against it.
 # The skin's lighting is taken within this fraction of its median lightness.
@@ -595,12 +597,16 @@ class ReferenceMakeup:
     def _in_selfie_shading(self, pigment: np.ndarray, box: Box, smoothing: float) -> np.ndarray:
         """Paint is drawn on the selfie's face, not the reference's: the reference's colours lose
         their finer shading (its nose, sockets and wrinkles) and take the selfie's own, which carries
-        the face's shape and so its identity."""
+        the face's shape and so its identity. The paint's own edges (a star's points, a gem, a
+        painted line) stay sharp: its colours are smoothed by a filter that keeps edges, guided by
+        the paint itself; its lightness, which carries the shading, is smoothed through them."""
         sigma = smoothing * self.selfie.crop.iod
-        colour = blur(pigment, sigma)
+        chroma = np.ascontiguousarray(pigment[:, :, 1:])
+        a, b = cv2.split(cv2.ximgproc.guidedFilter(pigment, chroma, max(1, round(sigma)), PAINT_EDGE**2))
         own = self.structure[0][box]
-        colour[:, :, 0] *= _clip(own / np.maximum(blur(own, sigma), 1.0), 0.5, 1.5)
-        return colour
+        shading = _clip(own / np.maximum(blur(own, sigma), 1.0), 0.5, 1.5)
+        lightness = blur(np.ascontiguousarray(pigment[:, :, 0]), sigma) * shading
+        return cv2.merge([lightness, a, b])
 
 
 def white_point(structure: np.ndarray, where: np.ndarray) -> float:

@@ -272,3 +272,29 @@ def test_brows_under_a_fringe_are_hair_and_the_selfie_keeps_its_own(selfie):
     bare_forehead = mean_lab(made_up(selfie, "shmt_ref_02.png"), brows)[0]  # dark, drawn brows
     assert abs(under_fringe - before) < 3.0
     assert bare_forehead < before - 5.0
+
+
+def star(centre: np.ndarray, radius: float) -> np.ndarray:
+    """A five-pointed star's ten corners around `centre`."""
+    angles = np.arange(10) * np.pi / 5
+    reach = radius * np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+    corners = centre + np.stack([reach * np.sin(angles), -reach * np.cos(angles)], axis=1)
+    return np.round(corners).astype(np.int32)
+
+
+@pytest.mark.parametrize("selfie", ["elegant_source_01.png", "sm_source_03.jpg", "psgan_source_01.png"])
+def test_a_star_painted_on_the_reference_keeps_its_sharp_edges(selfie):
+    reference = photo("shmt_ref_04.jpg").copy()
+    ref_face = faces("shmt_ref_04.jpg")[0]
+    centre = ref_face.landmarks[280] + np.array([0.05, -0.05]) * ref_face.inter_ocular
+    blue = (40, 60, 200)
+    cv2.fillPoly(reference, [star(centre, 0.35 * ref_face.inter_ocular)], blue)
+    result = engine().apply_array(photo(selfie), reference, mode="full").image
+    # Chroma distance to the star's blue: a crisp star is mostly its own blue with a thin rim, a
+    # blurred one a large rim of blue-tinged skin around a small core.
+    target = lab(np.array([[blue]], np.uint8))[0, 0, 1:]
+    far = np.median(np.linalg.norm(lab(photo(selfie))[..., 1:] - target, axis=2))
+    distance = np.linalg.norm(lab(result)[..., 1:] - target, axis=2)
+    core = np.count_nonzero(distance < 0.25 * far)
+    rim = np.count_nonzero((distance >= 0.25 * far) & (distance < 0.75 * far))
+    assert core > 0.55 * (core + rim), (core, rim)
