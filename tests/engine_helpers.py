@@ -39,9 +39,12 @@ def mask(image: np.ndarray, face: Face, region: str, above: float = 0.5) -> np.n
     return region_masks(face.landmarks, image.shape[:2], face.inter_ocular)[region] > above
 
 
+def lab(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+
+
 def mean_lab(image: np.ndarray, where: np.ndarray) -> np.ndarray:
-    lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    return lab[where].mean(axis=0)
+    return lab(image)[where].mean(axis=0)
 
 
 def makeup_colour(image: np.ndarray, face: Face, region: str) -> np.ndarray:
@@ -54,3 +57,30 @@ def makeup_colour(image: np.ndarray, face: Face, region: str) -> np.ndarray:
 def delta_e(a: np.ndarray, b: np.ndarray) -> float:
     """CIE76 colour difference."""
     return float(np.linalg.norm(a - b))
+
+
+STAR_BLUE = (40, 60, 200)
+
+
+def with_painted_star(name: str) -> np.ndarray:
+    """The shared reference photo `name` with a blue five-pointed star painted on its left cheek."""
+    reference = photo(name).copy()
+    face = faces(name)[0]
+    centre = face.landmarks[280] + np.array([0.05, -0.05]) * face.inter_ocular
+    angles = np.arange(10) * np.pi / 5
+    reach = 0.35 * face.inter_ocular * np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+    corners = centre + np.stack([reach * np.sin(angles), -reach * np.cos(angles)], axis=1)
+    cv2.fillPoly(reference, [np.round(corners).astype(np.int32)], STAR_BLUE)
+    return reference
+
+
+def solid_star_share(result: np.ndarray, selfie: np.ndarray) -> float:
+    """How much of the star carried onto `selfie` is solid blue rather than a blue-tinged rim, by
+    chroma distance to the star's blue: a crisp star is mostly its own blue with a thin rim, a
+    blurred one a wide rim of tinted skin around a small core."""
+    target = lab(np.array([[STAR_BLUE]], np.uint8))[0, 0, 1:]
+    far = np.median(np.linalg.norm(lab(selfie)[..., 1:] - target, axis=2))
+    distance = np.linalg.norm(lab(result)[..., 1:] - target, axis=2)
+    core = np.count_nonzero(distance < 0.25 * far)
+    rim = np.count_nonzero((distance >= 0.25 * far) & (distance < 0.75 * far))
+    return core / max(core + rim, 1)

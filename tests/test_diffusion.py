@@ -24,6 +24,7 @@ import torch
 
 from engine.api import MakeupRequest
 from engine.backends import EngineUnavailableError, create_engine
+from engine.diffusion.compose import compose_full
 from engine.diffusion.engine import DiffusionEngine, guidance_for, square_box
 from engine.diffusion.layout import ModelLayout
 from engine.diffusion.loading import CheckpointError
@@ -38,7 +39,7 @@ from engine.settings import EngineSettings
 from facelab.cli import main as facelab_main
 from tests.conftest import REPO_ROOT, face_path
 from tests.diffusion_models import write_tiny_models
-from tests.engine_helpers import LIMITS, backend, faces, mask, photo
+from tests.engine_helpers import LIMITS, backend, faces, mask, photo, solid_star_share, with_painted_star
 
 # Slow: torch models (tiny ones) and the real engine on the shared photos.
 pytestmark = pytest.mark.slow
@@ -415,6 +416,17 @@ def test_full_mode_paints_the_generated_face_inside_the_outline_only(
     openings = _polygon(face, selfie.shape, RIGHT_EYE) | _polygon(face, selfie.shape, LEFT_EYE)
     openings = cv2.erode(openings.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     assert np.array_equal(full[openings], selfie[openings])
+
+
+def test_full_mode_keeps_the_edges_of_a_painted_pattern() -> None:
+    # The compositor alone, with a reference photo standing in for a perfect generator: a painted
+    # star keeps its points instead of arriving as a blurred blob.
+    embedded = EmbeddedEngine(EngineSettings(), backend=backend())
+    generated = embedded.prepare_reference(with_painted_star("shmt_ref_04.jpg"))
+    for name in ("elegant_source_01.png", "sm_source_03.jpg"):
+        selfie = photo(name)
+        made_up = compose_full(selfie, generated, list(faces(name)), working_size=192, strength=1.0)
+        assert solid_star_share(made_up, selfie) > 0.45, name
 
 
 def test_natural_mode_says_when_the_references_paint_was_left_out(diffusion_engine: DiffusionEngine) -> None:

@@ -15,7 +15,17 @@ from engine.embedded import EmbeddedEngine
 from engine.faces import Face
 from engine.regions import LEFT_BROW_UPPER, LEFT_EYE, LIPS_INNER, RIGHT_BROW_UPPER, RIGHT_EYE
 from engine.settings import EngineSettings
-from tests.engine_helpers import backend, delta_e, faces, mask, mean_lab, photo
+from tests.engine_helpers import (
+    backend,
+    delta_e,
+    faces,
+    lab,
+    mask,
+    mean_lab,
+    photo,
+    solid_star_share,
+    with_painted_star,
+)
 
 # Slow: the real engine on the shared photos.
 pytestmark = pytest.mark.slow
@@ -30,10 +40,6 @@ def engine() -> EmbeddedEngine:
 def made_up(selfie: str, reference: str, strength: float = 1.0, mode: str = "natural") -> np.ndarray:
     prepared = engine().prepare_reference(photo(reference))
     return engine().apply_array(photo(selfie), prepared, strength=strength, mode=mode).image
-
-
-def lab(image: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
 
 
 def median_lab(image: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -274,27 +280,8 @@ def test_brows_under_a_fringe_are_hair_and_the_selfie_keeps_its_own(selfie):
     assert bare_forehead < before - 5.0
 
 
-def star(centre: np.ndarray, radius: float) -> np.ndarray:
-    """A five-pointed star's ten corners around `centre`."""
-    angles = np.arange(10) * np.pi / 5
-    reach = radius * np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
-    corners = centre + np.stack([reach * np.sin(angles), -reach * np.cos(angles)], axis=1)
-    return np.round(corners).astype(np.int32)
-
-
 @pytest.mark.parametrize("selfie", ["elegant_source_01.png", "sm_source_03.jpg", "psgan_source_01.png"])
 def test_a_star_painted_on_the_reference_keeps_its_sharp_edges(selfie):
-    reference = photo("shmt_ref_04.jpg").copy()
-    ref_face = faces("shmt_ref_04.jpg")[0]
-    centre = ref_face.landmarks[280] + np.array([0.05, -0.05]) * ref_face.inter_ocular
-    blue = (40, 60, 200)
-    cv2.fillPoly(reference, [star(centre, 0.35 * ref_face.inter_ocular)], blue)
+    reference = with_painted_star("shmt_ref_04.jpg")
     result = engine().apply_array(photo(selfie), reference, mode="full").image
-    # Chroma distance to the star's blue: a crisp star is mostly its own blue with a thin rim, a
-    # blurred one a large rim of blue-tinged skin around a small core.
-    target = lab(np.array([[blue]], np.uint8))[0, 0, 1:]
-    far = np.median(np.linalg.norm(lab(photo(selfie))[..., 1:] - target, axis=2))
-    distance = np.linalg.norm(lab(result)[..., 1:] - target, axis=2)
-    core = np.count_nonzero(distance < 0.25 * far)
-    rim = np.count_nonzero((distance >= 0.25 * far) & (distance < 0.75 * far))
-    assert core > 0.55 * (core + rim), (core, rim)
+    assert solid_star_share(result, photo(selfie)) > 0.55

@@ -7,8 +7,10 @@ also the diffusion's drift (a changed nose, eyes, skin texture). Per selfie face
    crop by the mesh: the identity for the diffused face itself, its look carried onto the others of a
    group photo;
 2. both it and the selfie (eyeballs and mouth interior filled from around them in both, so the
-   sclera never bleeds into the lids) are split by a Gaussian into low frequencies and the detail
-   they leave out; the face takes the generated low frequencies over its own detail layer;
+   sclera never bleeds into the lids) are split into low frequencies and the detail they leave out
+   (`paint_low_pass`: lightness through a Gaussian, colour through an edge-keeping filter, so a
+   painted pattern keeps its edges); the face takes the generated low frequencies over its own
+   detail layer;
 3. a soft face-oval mask, 0 over the eyeballs and inside the mouth, limits the change (with
    `regions`, the union of those regions' masks instead);
 4. the embedded compositor adds the change at full resolution: pixels outside the face stay
@@ -28,6 +30,7 @@ from engine.transfer import (
     ReferenceFace,
     composite,
     crop_face,
+    paint_low_pass,
     prepare_reference,
     to_lab,
     to_rgb,
@@ -35,11 +38,12 @@ from engine.transfer import (
 )
 
 # Low-pass width, as a fraction of the eye distance: wide enough to drop the generated skin texture,
-# lashes and small shape drift, narrow enough to keep a painted pattern's edges. Chosen with the
-# evaluator in ../shared/eval, the reference itself standing in for a perfect generator (24 shared
-# selfie x creative reference pairs, strength 1, medians): 0.04 gave face_gain 0.58 with id_dist
-# 0.51; 0.065 gives 0.49 and 0.44 (skin detail SSIM 0.94); 0.1 gives 0.42 and 0.35.
-LOW_PASS_SIGMA = 0.065
+# lashes and small shape drift (the colour's edges are kept by `paint_low_pass` whatever the width).
+# Chosen with the evaluator in ../shared/eval, the reference itself standing in for a perfect
+# generator (54 pairs: 9 shared selfies x 6 creative references, strength 1, medians): 0.085 gives
+# face_gain 0.50, id_dist 0.47, skin detail SSIM 0.936; 0.1 gives 0.49, 0.45, 0.94. A plain Gaussian
+# over all of Lab, as before, gave 0.50, 0.49, 0.92 at 0.065.
+LOW_PASS_SIGMA = 0.085
 # How far the mask rises from 0 on the face outline (and on the eye and mouth openings) to 1 inside.
 OVAL_FEATHER = 0.06
 OPENING_FEATHER = 0.015
@@ -69,7 +73,8 @@ def compose_full(
         keep = (mask > 0).view(np.uint8)
         if not keep.any():
             continue
-        change = cv2.merge([mask, mask, mask]) * (blur(warped, sigma) - blur(own.lab, sigma))
+        look = paint_low_pass(warped, sigma) - paint_low_pass(own.lab, sigma)
+        change = cv2.merge([mask, mask, mask]) * look
         made_up = to_rgb(to_lab(crop.rgb) + change)
         # Only masked pixels get a change: the Lab round trip is not exact, so the others stay 0.
         delta = np.zeros_like(made_up)
