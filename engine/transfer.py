@@ -72,10 +72,8 @@ REGION_OPACITY: dict[str, float] = {
 PIGMENT_DISTANCE = (4.0, 12.0)
 # Paint's own shading is smoothed away over this fraction of the eye distance (see `_in_selfie_shading`).
 PAINT_SMOOTHING = 0.05
-# Paint colours further apart than this (CIELAB) meet at an edge that the smoothing keeps sharp;
-# grain finer than this fraction of the smoothing width is no edge (see `paint_low_pass`).
+# Paint colours further apart than this (CIELAB) meet at an edge that the smoothing keeps sharp.
 PAINT_EDGE = 8.0
-PAINT_GRAIN = 0.25
 # Hair over a reference face is darker than this fraction of its skin's lightness (`hair_over_face`):
 # a light stage base or white paint can run past the face outline, hair is a dark lock against it.
 # The skin's lighting is taken within this fraction of its median lightness.
@@ -612,11 +610,10 @@ class ReferenceMakeup:
 def paint_low_pass(lab: np.ndarray, sigma: float) -> np.ndarray:
     """HxWx3 Lab without its detail finer than `sigma` pixels, but with paint's edges kept sharp:
     lightness, which carries the shading, through a Gaussian; colour through a guided filter led by
-    the image itself, which keeps edges between colours more than PAINT_EDGE apart. The image's own
-    grain (sensor noise, a generator's texture) is blurred away first, so it counts as no edge."""
-    guide = cv2.GaussianBlur(np.ascontiguousarray(lab), (0, 0), max(0.5, PAINT_GRAIN * sigma))
-    chroma = np.ascontiguousarray(guide[:, :, 1:])
-    a, b = cv2.split(cv2.ximgproc.guidedFilter(guide, chroma, max(1, round(sigma)), PAINT_EDGE**2))
+    the image itself, which keeps edges between colours more than PAINT_EDGE apart."""
+    lab = np.ascontiguousarray(lab)
+    chroma = np.ascontiguousarray(lab[:, :, 1:])
+    a, b = cv2.split(cv2.ximgproc.guidedFilter(lab, chroma, max(1, round(sigma)), PAINT_EDGE**2))
     return cv2.merge([blur(np.ascontiguousarray(lab[:, :, 0]), sigma), a, b])
 
 
