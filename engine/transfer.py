@@ -71,7 +71,7 @@ REGION_OPACITY: dict[str, float] = {
 # pigment, and fully so at the second value.
 PIGMENT_DISTANCE = (4.0, 12.0)
 # Paint's own shading is smoothed away over this fraction of the eye distance (see `_in_selfie_shading`).
-PAINT_SMOOTHING = 0.05
+PAINT_SMOOTHING = 0.08
 # Paint colours further apart than this (CIELAB) meet at an edge that the smoothing keeps sharp.
 PAINT_EDGE = 8.0
 # Hair over a reference face is darker than this fraction of its skin's lightness (`hair_over_face`):
