@@ -105,7 +105,7 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
     ):
         poly = _eye_shadow_zone(pts, lid, lower, brow)
         cv2.fillPoly(zones, [np.round(poly * _ONE).astype(np.int32)], (255,), cv2.LINE_AA, _SHIFT)
-    brows = blur(cv2.dilate(brows_hard, _disk(0.02 * iod)), 0.025 * iod)
+    brows = blur(cv2.dilate(brows_hard, disk(0.02 * iod)), 0.025 * iod)
     eyes_soft = blur(zones.astype(np.float32) / 255.0, 0.05 * iod) * (1.0 - brows)
     eyes = eyes_soft * (1.0 - eyeballs)
 
@@ -131,7 +131,7 @@ def _open_mouth(shape: tuple[int, int], pts: np.ndarray, iod: float) -> np.ndarr
     its slivers thinner than a few percent of the eye distance, so the seam between closed lips is
     lip, not mouth."""
     inner = (_fill(shape, pts, [LIPS_INNER]) * 255).astype(np.uint8)
-    opened = cv2.morphologyEx(inner, cv2.MORPH_OPEN, _disk(0.025 * iod))
+    opened = cv2.morphologyEx(inner, cv2.MORPH_OPEN, disk(0.025 * iod))
     return opened.astype(np.float32) / 255.0
 
 
@@ -144,7 +144,8 @@ def _inner_fade(pts: np.ndarray, shape: tuple[int, int], width: float) -> np.nda
     return t * t * (3.0 - 2.0 * t)
 
 
-def _disk(radius: float) -> np.ndarray:
+def disk(radius: float) -> np.ndarray:
+    """An elliptical structuring element of `radius` pixels (at least 1), for dilating masks."""
     r = max(1, round(radius))
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 

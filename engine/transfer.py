@@ -34,6 +34,7 @@ from engine.regions import (
     RIGHT_BROW_UPPER,
     RIGHT_EYE,
     blur,
+    disk,
     region_masks,
 )
 
@@ -204,8 +205,7 @@ def prepare_reference(
         cv2.fillPoly(holes, [np.round(crop.pts[list(poly)]).astype(np.int32)], (255,))
     # Grown well past the mesh's outlines: sclera or teeth left beside a hole would be smeared into it
     # and painted on the selfie's lids or lips as a pale patch.
-    reach = max(1, round(0.04 * crop.iod))
-    grown = cv2.dilate(holes, _disk_kernel(reach))
+    grown = cv2.dilate(holes, disk(0.04 * crop.iod))
     filled = cv2.inpaint(crop.rgb, grown, max(3.0, 0.03 * crop.iod), cv2.INPAINT_TELEA)
     lab = to_lab(filled)
     # Its layers, worked out once for the paint, hair and fringe tests below.
@@ -234,8 +234,7 @@ def hair_over_face(
     are never taken for hair, nor are brows unless a fringe hides them (`fringe_over_brows`).
     `structure` and `base` are the crop's layers (`structure_layers`, `skin_base`)."""
     features = [masks["lips"], masks["eyes"]] + ([] if fringe >= 0.5 else [masks["brows"]])
-    reach = max(1, round(0.15 * crop.iod))
-    kept = cv2.dilate((np.maximum.reduce(features) > 0.1).view(np.uint8), _disk_kernel(reach)) > 0
+    kept = cv2.dilate((np.maximum.reduce(features) > 0.1).view(np.uint8), disk(0.15 * crop.iod)) > 0
     # The base is a quadratic fit to the skin: away from the skin it was fitted to (a forehead under
     # a fringe) it can run wild, so it is held near the skin's own lightness.
     skin_l = _skin_lightness(structure, masks["skin"])
@@ -251,7 +250,7 @@ def hair_over_face(
     hair = outside > inside
     hair[0] = False  # label 0: all that is not dark
     # Grown: the makeup's smoothing would otherwise carry the lock's dark edge onto the selfie.
-    grown = cv2.dilate(hair[labels].astype(np.uint8), _disk_kernel(max(1, round(0.1 * crop.iod))))
+    grown = cv2.dilate(hair[labels].astype(np.uint8), disk(0.1 * crop.iod))
     return ((grown > 0) & (oval > 0)).astype(np.float32)
 
 
@@ -276,10 +275,6 @@ def _skin_lightness(structure: np.ndarray, skin: np.ndarray) -> float:
     """The median structure lightness of a face's skin (its mask `skin` over one half)."""
     core = skin > 0.5
     return float(np.median(structure[:, :, 0][core])) if core.any() else 50.0
-
-
-def _disk_kernel(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def _paint_share(structure: np.ndarray, base: np.ndarray, skin: np.ndarray) -> float:
