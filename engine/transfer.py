@@ -75,6 +75,10 @@ PIGMENT_DISTANCE = (4.0, 12.0)
 PAINT_SMOOTHING = 0.08
 # Paint colours further apart than this (CIELAB) meet at an edge that the smoothing keeps sharp.
 PAINT_EDGE = 8.0
+# Two paints meet in a blend of both, which can be as skin-like as the reference's base (the
+# Joker's white and red make pink): gaps in the paint narrower than twice this (of the eye distance)
+# are closed, so no line of the selfie's bare skin shows between them.
+PAINT_SEAM = 0.06
 # Hair over a reference face is darker than this fraction of its skin's lightness (`hair_over_face`):
 # a light stage base or white paint can run past the face outline, hair is a dark lock against it.
 # The skin's lighting is taken within this fraction of its median lightness.
@@ -567,6 +571,8 @@ class ReferenceMakeup:
         # Eyes and paint: pigment where the reference carries some; elsewhere lids take the relative
         # change and the rest of the face stays as made up so far.
         amount = paint_amount(self.ref_structure[box], self.ref_base[box])
+        if region == "paint":
+            amount = cv2.morphologyEx(amount, cv2.MORPH_CLOSE, disk(PAINT_SEAM * self.selfie.crop.iod))
         fallback = self._relative_target("eyes", box) if region == "eyes" else current
         return fallback + cv2.merge([amount, amount, amount]) * (pigment - fallback)
 

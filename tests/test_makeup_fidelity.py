@@ -23,6 +23,7 @@ from tests.engine_helpers import (
     mask,
     mean_lab,
     photo,
+    seam_share,
     solid_star_share,
     with_painted_star,
 )
@@ -286,3 +287,14 @@ def test_a_star_painted_on_the_reference_keeps_its_sharp_edges(selfie):
     reference = with_painted_star("shmt_ref_04.jpg")
     result = engine().apply_array(photo(selfie), reference, mode="full").image
     assert solid_star_share(result, photo(selfie)) > 0.55
+
+
+@pytest.mark.parametrize("selfie", ["sm_source_01.jpg", "sm_source_03.jpg", "fr_source_01.jpg"])
+def test_where_two_paints_meet_no_seam_of_bare_skin_shows(selfie):
+    # The Joker's white base meets its red smile in a pinkish blend as skin-like as the base, which
+    # alone would read as bare skin and leave a thin line of the selfie's own skin between them.
+    face = faces(selfie)[0]
+    image = photo(selfie)
+    features = mask(image, face, "lips", 0.0) | mask(image, face, "eyes", 0.0)
+    painted = mask(image, face, "paint", 0.9) & ~features
+    assert seam_share(made_up(selfie, "sm_ref_01.jpg", mode="full"), image, face, painted) < 0.02
