@@ -77,8 +77,9 @@ PAINT_SMOOTHING = 0.08
 PAINT_EDGE = 8.0
 # Two paints meet in a blend of both, which can be as skin-like as the reference's base (the
 # Joker's white and red make pink): gaps in the paint narrower than twice this (of the eye distance)
-# are closed, so no line of the selfie's bare skin shows between them.
+# that are such a blend are closed, so no line of the selfie's bare skin shows between two paints.
 PAINT_SEAM = 0.06
+SOLID_PAINT = (0.7, 0.95)  # paint amounts from which a pixel starts to be, and is, solid paint
 # Hair over a reference face is darker than this fraction of its skin's lightness (`hair_over_face`):
 # a light stage base or white paint can run past the face outline, hair is a dark lock against it.
 # The skin's lighting is taken within this fraction of its median lightness.
@@ -572,9 +573,24 @@ class ReferenceMakeup:
         # change and the rest of the face stays as made up so far.
         amount = paint_amount(self.ref_structure[box], self.ref_base[box])
         if region == "paint":
-            amount = cv2.morphologyEx(amount, cv2.MORPH_CLOSE, disk(PAINT_SEAM * self.selfie.crop.iod))
+            amount = self._without_seams(amount, box)
         fallback = self._relative_target("eyes", box) if region == "eyes" else current
         return fallback + cv2.merge([amount, amount, amount]) * (pigment - fallback)
+
+    def _without_seams(self, amount: np.ndarray, box: Box) -> np.ndarray:
+        """`amount` (the paint's, inside `box`) with the thin gaps between two paints closed: a gap
+        whose colour is the blend of the solid paint around it. A gap of another colour (the bare
+        skin in a letter's hole or between a star's points) stays."""
+        radius = PAINT_SEAM * self.selfie.crop.iod
+        closed = cv2.morphologyEx(amount, cv2.MORPH_CLOSE, disk(radius))
+        solid = _smoothstep(amount, *SOLID_PAINT)
+        colour = self.ref_structure[box]
+        around = blur(colour * solid[:, :, None], radius) / np.maximum(blur(solid, radius), 1e-3)[:, :, None]
+        gap = colour - around
+        # Lightness counts half, as in `paint_amount`.
+        distance = np.sqrt(0.25 * gap[:, :, 0] ** 2 + gap[:, :, 1] ** 2 + gap[:, :, 2] ** 2)
+        mixed = 1.0 - _smoothstep(distance, 1.5 * PAINT_EDGE, 3.0 * PAINT_EDGE)
+        return amount + mixed * (closed - amount)
 
     def _pigment(self, box: Box) -> np.ndarray:
         return in_light(self.ref_structure[box], self.light_cap)

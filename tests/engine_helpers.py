@@ -74,6 +74,20 @@ def with_painted_star(name: str) -> np.ndarray:
     return reference
 
 
+RING_CENTRE = 280  # the mesh point a painted ring is centred on (`with_painted_ring`)
+
+
+def with_painted_ring(name: str) -> np.ndarray:
+    """The shared reference photo `name` with a blue ring painted on its left cheek around the mesh
+    point RING_CENTRE: the ring's hole (0.1 of the eye distance across) is bare skin."""
+    reference = photo(name).copy()
+    face = faces(name)[0]
+    centre = tuple(int(v) for v in np.round(face.landmarks[RING_CENTRE]))
+    width = round(0.07 * face.inter_ocular)
+    cv2.circle(reference, centre, round(0.085 * face.inter_ocular), STAR_BLUE, width)
+    return reference
+
+
 def solid_star_share(result: np.ndarray, selfie: np.ndarray) -> float:
     """How much of the star carried onto `selfie` is solid blue rather than a blue-tinged rim, by
     chroma distance to the star's blue: a crisp star is mostly its own blue with a thin rim, a

@@ -16,6 +16,7 @@ from engine.faces import Face
 from engine.regions import LEFT_BROW_UPPER, LEFT_EYE, LIPS_INNER, RIGHT_BROW_UPPER, RIGHT_EYE
 from engine.settings import EngineSettings
 from tests.engine_helpers import (
+    RING_CENTRE,
     backend,
     delta_e,
     faces,
@@ -25,6 +26,7 @@ from tests.engine_helpers import (
     photo,
     seam_share,
     solid_star_share,
+    with_painted_ring,
     with_painted_star,
 )
 
@@ -298,3 +300,16 @@ def test_where_two_paints_meet_no_seam_of_bare_skin_shows(selfie):
     features = mask(image, face, "lips", 0.0) | mask(image, face, "eyes", 0.0)
     painted = mask(image, face, "paint", 0.9) & ~features
     assert seam_share(made_up(selfie, "sm_ref_01.jpg", mode="full"), image, face, painted) < 0.02
+
+
+@pytest.mark.parametrize("selfie", ["fr_source_01.jpg", "tmw_source_01.jpg", "sm_source_03.jpg"])
+def test_bare_skin_inside_one_paint_is_never_closed_over(selfie):
+    # The hole of a painted ring (or of a letter, or between a star's points) is the reference's
+    # bare skin: closing it as a seam would put the reference's complexion there.
+    face = faces(selfie)[0]
+    image = photo(selfie)
+    result = engine().apply_array(image, with_painted_ring("shmt_ref_04.jpg"), mode="full").image
+    hole = np.zeros(image.shape[:2], np.uint8)
+    centre = tuple(int(v) for v in np.round(face.landmarks[RING_CENTRE]))
+    cv2.circle(hole, centre, round(0.025 * face.inter_ocular), (1,), -1)
+    assert np.median(np.linalg.norm(lab(result) - lab(image), axis=2)[hole > 0]) < 14.0
