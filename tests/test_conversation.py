@@ -1,6 +1,7 @@
 """The conversation rules, fast: the real core, queue and SQLite storage, with the engine replaced by
 `FakeEngine` (tests/fake_engine.py: no face detector, no shared photos) and the chat platform by a
-recording `Messenger`. tests/test_core.py runs the same kind of conversations on the real engine.
+recording `Messenger`. Each rule is tested here once; tests/test_core.py keeps what only the real
+engine process behind the core can show.
 
 Which photo served as the selfie is read from what the engine was asked (`engine.requests`) and
 from the result, which has the selfie's size."""
@@ -8,6 +9,7 @@ from the result, which has the selfie's size."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from bot.commands import COMMANDS
 from bot.core import Core
 from bot.ports import Origin
 from bot.queue import LocalJobQueue
@@ -135,6 +138,12 @@ async def test_the_more_made_up_of_two_uncaptioned_photos_is_the_reference(bot: 
     assert bot.engine.requests[-1].selfie == made_up and bot.engine.requests[-1].reference == bare
     assert size_of(again.image) == (361, 300) and "looks made up" not in again.text
 
+    # The same in one message (or an album).
+    await bot.core.on_photos(user("cid"), [made_up, bare])
+    together = await bot.result(4)
+    assert bot.engine.requests[-1].selfie == bare and bot.engine.requests[-1].reference == made_up
+    assert "Your first photo looks made up, so I took it as the reference" in together.text
+
 
 async def test_a_caption_says_which_photo_is_which(bot: Bot) -> None:
     selfie, reference = bot.engine.photo(394), bot.engine.photo(768, makeup=MADE_UP)
@@ -197,6 +206,7 @@ async def test_each_photo_is_checked_on_arrival_and_a_bad_one_does_not_cost_the_
         "I couldn't find a face in your selfie. Please send a clear, well-lit photo."
     ]
     await bot.core.on_photo(user("ann", message="2"), selfie)
+    assert "Got your selfie" in bot.messenger.texts(reply_to="2")[0]
     for message, bad in (("3", pdf), ("4", b""), ("5", no_face)):
         await bot.core.on_photo(user("ann", message=message), bad)
     assert "looks like a PDF" in bot.messenger.texts(reply_to="3")[0]
@@ -206,7 +216,8 @@ async def test_each_photo_is_checked_on_arrival_and_a_bad_one_does_not_cost_the_
     # The selfie is still there: the next good photo completes the pair.
     await bot.core.on_photo(user("ann", message="6"), reference)
     await bot.result()
-    assert bot.engine.requests[0].selfie == selfie
+    [request] = bot.engine.requests
+    assert request.selfie == selfie
 
     # In a two-photo message, the bad one is explained and the good one waits for a partner.
     await bot.core.on_photos(user("bob", message="7"), [selfie, pdf])
@@ -216,6 +227,7 @@ async def test_each_photo_is_checked_on_arrival_and_a_bad_one_does_not_cost_the_
 
 async def test_people_in_one_group_never_share_photos(bot: Bot) -> None:
     ann_selfie, bob_selfie, reference = bot.engine.photo(394), bot.engine.photo(400), bot.engine.photo(361)
+    ann_private = bot.engine.photo(410)
 
     def ann(message: str) -> Origin:
         return user("ann", chat="group", message=message, group=True)
@@ -225,13 +237,21 @@ async def test_people_in_one_group_never_share_photos(bot: Bot) -> None:
 
     await bot.core.on_photo(ann("a1"), ann_selfie)
     await bot.core.on_photo(bob("b1"), bob_selfie)
-    await bot.core.on_command(bob("b2"), "reset")  # bob's reset leaves ann's selfie alone
-    await bot.core.on_photo(user("ann", message="d1"), bob_selfie)  # her private chat is its own
+    await bot.core.on_photo(bob("b2"), reference)  # completes bob's pair, not ann's
+    await bot.core.on_photo(bob("b3"), bob_selfie)
+    await bot.core.on_command(bob("b4"), "reset")  # bob's reset leaves ann's selfie alone
+    await bot.core.on_photo(user("ann", message="d1"), ann_private)  # her private chat is its own
     await bot.core.on_photo(ann("a2"), reference)
-    result = await bot.result()
-    assert (result.reply_to, size_of(result.image)) == ("a2", (394, 300))
-    await bot.core.on_photo(bob("b3"), reference)
-    assert "Got your selfie" in bot.messenger.texts(reply_to="b3")[0]
+    await bot.core.on_photo(user("ann", message="d2"), reference)
+    results = await bot.messenger.wait_for_images(3)
+    by_message = {r.reply_to: (r.chat_id, size_of(r.image)) for r in results}
+    assert by_message == {
+        "b2": ("group", (400, 300)),
+        "a2": ("group", (394, 300)),
+        "d2": ("dm-ann", (410, 300)),
+    }
+    await bot.core.on_photo(bob("b5"), reference)
+    assert "Got your selfie" in bot.messenger.texts(reply_to="b5")[0]
 
 
 # -- pending photos ---------------------------------------------------------------------------------
@@ -279,20 +299,32 @@ async def test_expired_photos_leave_memory_without_any_further_message(storage: 
 # -- strength, looks, modes -------------------------------------------------------------------------
 
 
-async def test_strength_is_remembered_and_carried_by_the_next_try_on(bot: Bot) -> None:
+async def test_strength_is_remembered_across_a_restart_and_carried_by_the_next_try_on(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'restart.db'}"
+    storage = await Storage.open(url)
+    bot = await start_bot(storage)
     await bot.core.on_command(user("ann"), "/strength@facelab_bot", "35")
     assert bot.messenger.texts()[-1] == "Strength set to 35. It applies to your next try-on."
-    await bot.core.on_command(user("ann"), "strength")
-    sent = bot.messenger.sent[-1]
-    assert sent.text.startswith("Your makeup strength is 35")
-    assert [b.label for b in sent.buttons] == ["20", "40", "60", "80", "100"]
+    await bot.stop()
+    await storage.close()
 
-    await bot.core.on_photo(user("ann"), bot.engine.photo(394))
-    await bot.core.on_photo(user("ann"), bot.engine.photo(361))
-    assert "strength 35" in (await bot.result()).text
-    assert bot.engine.requests[-1].strength == 0.35
-    await bot.core.on_command(user("bob"), "strength")  # someone else still has the default
-    assert bot.messenger.texts()[-1].startswith("Your makeup strength is 70")
+    storage = await Storage.open(url)
+    bot = await start_bot(storage)
+    try:
+        await bot.core.on_command(user("ann"), "strength")
+        sent = bot.messenger.sent[-1]
+        assert sent.text.startswith("Your makeup strength is 35")
+        assert [b.label for b in sent.buttons] == ["20", "40", "60", "80", "100"]
+
+        await bot.core.on_photo(user("ann"), bot.engine.photo(394))
+        await bot.core.on_photo(user("ann"), bot.engine.photo(361))
+        assert "strength 35" in (await bot.result()).text
+        assert bot.engine.requests[-1].strength == 0.35
+        await bot.core.on_command(user("bob"), "strength")  # someone else still has the default
+        assert bot.messenger.texts()[-1].startswith("Your makeup strength is 70")
+    finally:
+        await bot.stop()
+        await storage.close()
 
 
 async def test_strength_buttons_captions_and_bad_values(bot: Bot) -> None:
@@ -309,10 +341,16 @@ async def test_strength_buttons_captions_and_bad_values(bot: Bot) -> None:
     # "/strength N" as a photo caption sets it before the photo is taken.
     await bot.core.on_photo(user("ann"), bot.engine.photo(394), caption="/strength 55")
     assert await bot.storage.get_strength("test", "ann") == 55
-    # An explicit pair carries its own strength for that job only.
+
+
+async def test_an_explicit_pair_runs_at_once_with_its_own_strength(bot: Bot) -> None:
+    await bot.core.on_command(user("ann"), "strength", "55")
     await bot.core.on_pair(user("ann"), bot.engine.photo(400), look="red_lips", strength=20)
     assert (await bot.result()).text == "Look: red_lips, strength 20."
-    assert await bot.storage.get_strength("test", "ann") == 55
+    assert await bot.storage.get_strength("test", "ann") == 55  # for that job only
+    await bot.core.on_pair(user("ann"), bot.engine.photo(394), bot.engine.photo(361), look="red_lips")
+    assert "either a reference photo or a look" in bot.messenger.texts()[-1]
+    assert len(bot.engine.requests) == 1
 
 
 async def test_look_replaces_the_reference(bot: Bot) -> None:
@@ -341,22 +379,38 @@ async def test_mode_is_remembered_and_carried_by_every_job(bot: Bot) -> None:
     sent = bot.messenger.sent[-1]
     assert sent.text.startswith("Your look mode is natural: makeup on your own skin")
     assert [b.label for b in sent.buttons] == ["Natural look", "Full look"]
-    assert (await bot.core.on_button(user("ann"), sent.buttons[1].data)).startswith("Look mode set to full")
+    assert await bot.core.on_button(user("ann"), sent.buttons[1].data) == (
+        "Look mode set to full: the whole look of the reference face, face paint and patterns "
+        "too. It applies to your next try-on."
+    )
     for bad in ("paint", "natural!"):
         await bot.core.on_command(user("bob"), "mode", bad)
         assert bot.messenger.texts()[-1] == "The look mode is natural or full, e.g. /mode full."
     assert await bot.storage.get_mode("test", "bob") is None
 
+    # A pair of photos and an explicit pair both take the remembered mode.
+    await bot.core.on_photo(user("ann"), selfie)
+    await bot.core.on_photo(user("ann"), reference)
+    from_photos = await bot.result(1)
+    assert from_photos.text.splitlines()[0] == "Makeup from your reference, strength 70, full look."
+    assert [b.label for b in from_photos.buttons][-2:] == ["Natural look", "Full resolution"]
+    # One try-on in the other mode leaves the remembered one alone; a preset look has no switch.
+    await bot.core.on_pair(user("ann"), selfie, reference, mode="natural")
+    assert (await bot.result(2)).text == "Makeup from your reference, strength 70."
+    await bot.core.on_pair(user("ann"), selfie, look="red_lips")
+    preset = await bot.result(3)
+    assert preset.text == "Look: red_lips, strength 70."
+    assert "Natural look" not in [b.label for b in preset.buttons]
+    await bot.core.on_pair(user("ann"), selfie, reference, mode="paint")
+    assert bot.messenger.texts()[-1] == "The look mode is natural or full, e.g. /mode full."
     await bot.core.on_pair(user("ann"), selfie, reference)
-    result = await bot.result(1)
+    result = await bot.result(4)
     assert result.text == "Makeup from your reference, strength 70, full look."
     assert [b.label for b in result.buttons][-2:] == ["Natural look", "Full resolution"]
-    # One try-on in the other mode leaves the remembered one alone.
-    await bot.core.on_pair(user("ann"), selfie, reference, mode="natural")
-    await bot.result(2)
-    await bot.core.on_pair(user("ann"), selfie, reference)
-    await bot.result(3)
-    assert [r.mode for r in bot.engine.requests] == ["full", "natural", "full"]
+    assert [r.mode for r in bot.engine.requests] == ["full", "natural", "full", "full"]
+
+    await bot.core.on_command(user("ann"), "stats")
+    assert "Look mode: full." in bot.messenger.texts()[-1]
 
 
 async def test_the_configured_default_mode_applies_until_a_user_chooses(storage: Storage) -> None:
@@ -385,15 +439,18 @@ async def test_paint_left_out_is_said_and_the_full_look_offered_first(bot: Bot) 
         "the whole look."
     )
     assert [b.label for b in natural.buttons] == ["Full look", *RESULT_BUTTONS[:5], "Full resolution"]
-    assert await bot.core.on_button(user("ann", message="2"), natural.buttons[0].data) == (
-        "Trying the full look…"
+    switch = natural.buttons[0].data
+    assert await bot.core.on_button(user("bob", message="2"), switch) == (
+        "Only the person who asked for this result can use its buttons."
     )
+    assert await bot.core.on_button(user("ann", message="2"), switch) == "Trying the full look…"
     full = await bot.result(2)
     assert full.text == "Makeup from your reference, strength 70, full look."
+    assert full.reply_to == "2"
     assert full.buttons[0].label == "Stronger"  # nothing left out: no nudge
     assert await bot.storage.get_mode("test", "ann") is None  # the button is for this result only
     # Its buttons keep the mode: "Stronger" on the full look is a stronger full look.
-    await bot.core.on_button(user("ann"), full.buttons[0].data)
+    assert await bot.core.on_button(user("ann"), full.buttons[0].data) == "Making it stronger (90)…"
     assert (await bot.result(3)).text == "Makeup from your reference, strength 90, full look."
     assert [r.mode for r in bot.engine.requests] == ["natural", "full", "full"]
 
@@ -446,6 +503,25 @@ async def test_a_full_queue_and_the_per_user_cap_give_clear_replies(storage: Sto
         await bot.stop()
 
 
+async def test_shutdown_tells_waiting_users_to_send_again(storage: Storage) -> None:
+    bot = await start_bot(storage)
+    bot.engine.busy_until = asyncio.Event()  # never set: every job is still waiting or running at shutdown
+    for name in ("ann", "bob", "cid"):
+        await bot.core.on_pair(user(name), bot.engine.photo(394), bot.engine.photo(361))
+
+    left = await bot.queue.close(drain_timeout_s=0)
+    await bot.core.close()
+
+    assert {job.user_id for job in left} == {"ann", "bob", "cid"}
+    notices = [s for s in bot.messenger.sent if "restarting" in s.text]
+    assert {s.chat_id for s in notices} == {"dm-ann", "dm-bob", "dm-cid"}
+    await bot.core.on_photo(user("dan"), bot.engine.photo(400))
+    await bot.core.on_photo(user("dan"), bot.engine.photo(361))
+    assert "restarting" in bot.messenger.texts()[-1]
+    assert await bot.storage.flush()
+    assert (await bot.storage.user_stats("test", "ann")).jobs_failed == 1
+
+
 async def test_the_engine_refusing_a_photo_is_explained_and_counted(bot: Bot) -> None:
     # An explicit pair (a slash command, the web form) goes to the engine unchecked.
     await bot.core.on_pair(user("ann"), bot.engine.photo(300, face=False), bot.engine.photo(361))
@@ -455,6 +531,7 @@ async def test_the_engine_refusing_a_photo_is_explained_and_counted(bot: Bot) ->
     ]
     assert not bot.messenger.images()
     assert await bot.storage.flush()
+    assert (await bot.storage.user_stats("test", "ann")).jobs_failed == 1
     await bot.core.on_command(user("ann"), "stats")
     assert bot.messenger.texts()[-1].startswith("Try-ons: 1 (0 done, 1 failed)")
 
@@ -497,6 +574,7 @@ async def test_result_buttons_rerun_for_the_requester_only(bot: Bot) -> None:
         (0.5, None),
         (0.7, {"lips": 1.0}),
     ]
+    assert results[1].image != first.image  # a re-run is a new picture
     assert size_of(results[4].image) == (2 * 394, 300)  # before | after, side by side
     assert results[5].as_file and results[5].image == first.image
 
@@ -515,21 +593,6 @@ async def test_stronger_stops_at_100_and_buttons_expire_with_the_result(bot: Bot
     assert len(bot.engine.requests) == 2
 
 
-async def test_forget_drops_the_photos_held_in_memory(bot: Bot) -> None:
-    await bot.core.on_pair(user("ann"), bot.engine.photo(394), bot.engine.photo(361))
-    first = await bot.result()
-    await bot.core.on_photo(user("ann"), bot.engine.photo(400))  # pending, dropped by /forget too
-    assert bot.core.held_images == 4  # the pending selfie, and the result's selfie, reference and image
-    await bot.core.on_command(user("ann"), "forget")
-    assert bot.core.held_images == 0
-    assert bot.messenger.texts()[-1].startswith("Done: I deleted everything I stored about you")
-    assert (await bot.core.on_button(user("ann"), button(first, "Softer"))).startswith(
-        "This result has expired"
-    )
-    await bot.core.on_photo(user("ann"), bot.engine.photo(361))
-    assert "Got your selfie" in bot.messenger.texts()[-1]  # the earlier selfie is gone
-
-
 async def test_after_a_restart_buttons_say_the_photos_are_gone(storage: Storage) -> None:
     bot = await start_bot(storage)
     await bot.core.on_pair(user("ann"), bot.engine.photo(394), bot.engine.photo(361))
@@ -545,9 +608,54 @@ async def test_after_a_restart_buttons_say_the_photos_are_gone(storage: Storage)
         await restarted.stop()
 
 
+# -- commands --------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("command", ["start", "help"])
 async def test_start_and_help_say_how_it_works_with_the_defaults(bot: Bot, command: str) -> None:
     await bot.core.on_command(user("ann"), command)
-    assert "Send your selfie" in bot.messenger.texts()[-1]
+    text = bot.messenger.texts()[-1]
+    assert "Send your selfie" in text
+    # Exactly the command table's commands for everyone, in its order.
+    listed = re.findall(r"^/(\w+)", text, flags=re.MULTILINE)
+    assert listed == [c.name for c in COMMANDS if c.audience == "everyone"]
+    assert "admin" not in listed and "strength" in listed
+    assert "strength is 70 and the look mode natural" in text
     await bot.core.on_command(user("ann"), "dance")
     assert bot.messenger.texts()[-1] == "I don't know /dance. Send /help to see what I can do."
+
+
+async def test_stats_count_jobs_and_forget_deletes_everything(bot: Bot) -> None:
+    await bot.core.on_command(user("ann"), "strength", "50")
+    bot.engine.busy_until = asyncio.Event()  # the first job is still running when the second is queued
+    await bot.core.on_pair(user("ann"), bot.engine.photo(394), bot.engine.photo(361))
+    await bot.core.on_pair(user("ann"), bot.engine.photo(300, face=False), bot.engine.photo(362))
+    bot.engine.busy_until.set()
+    # Replies: strength set and the no-face explanation (the second job's short wait is not announced).
+    await bot.messenger.wait_for(lambda: len(bot.messenger.images()) == 1 and len(bot.messenger.texts()) == 2)
+    [first] = bot.messenger.images()
+    assert await bot.storage.flush()
+
+    await bot.core.on_command(user("ann"), "stats")
+    assert bot.messenger.texts()[-1].startswith("Try-ons: 2 (1 done, 1 failed), 2 in the last 24 hours.")
+    assert "Strength: 50." in bot.messenger.texts()[-1]
+
+    await bot.core.on_photo(user("ann"), bot.engine.photo(400))  # pending, dropped by /forget too
+    assert bot.core.held_images == 4  # the pending selfie, and the result's selfie, reference and image
+    await bot.core.on_command(user("ann"), "forget")
+    assert bot.core.held_images == 0
+    assert bot.messenger.texts()[-1] == (
+        "Done: I deleted everything I stored about you (3 records) and your photos."
+    )
+    stats = await bot.storage.user_stats("test", "ann")
+    assert (stats.jobs_total, stats.strength) == (0, None)
+    assert (await bot.core.on_button(user("ann"), button(first, "Softer"))).startswith(
+        "This result has expired"
+    )
+    await bot.core.on_photo(user("ann"), bot.engine.photo(361))
+    assert "Got your selfie" in bot.messenger.texts()[-1]  # the earlier selfie is gone
+
+
+async def test_privacy_says_what_is_kept_and_for_how_long(bot: Bot) -> None:
+    await bot.core.on_command(user("ann"), "privacy")
+    assert "Never an image" in bot.messenger.texts()[-1] and "5 minutes" in bot.messenger.texts()[-1]
