@@ -85,6 +85,8 @@ SOLID_PAINT = (0.7, 0.95)  # paint amounts from which a pixel starts to be, and 
 # The skin's lighting is taken within this fraction of its median lightness.
 OCCLUDER_DARKNESS = 0.6
 OCCLUDER_LIGHTING = 0.25
+# A glasses frame is a line at least this much darker (CIELAB lightness) than the skin beside it.
+OCCLUDER_LINE_DEPTH = 12.0
 # Hair is duller than this chroma; red or blue paint beside a dark hat, or a clown's painted arcs, are not.
 HAIR_CHROMA = 30.0
 # A reference's brows are under a fringe where, this far above them (eye distances), it is darker than
@@ -94,6 +96,15 @@ FRINGE_DARKNESS = 0.55
 FRINGE_SHARE = (0.5, 0.8)  # the share of such points from which the fringe starts and is complete
 # A reference whose skin area carries at least this share of paint wears a painted face.
 PAINTED_FACE_SHARE = 0.28
+# Glasses on a reference face: frame lines are thinner than twice GLASSES_LINE (of the eye distance)
+# and as dark and dull as hair; glasses are worn when such lines are seen in at least GLASSES_RIMS of
+# the directions around each eye (GLASSES_REACH from its centre) and cross GLASSES_BRIDGE of the
+# nose bridge between the eyes' inner corners (painted rings around the eyes leave the bridge bare).
+GLASSES_LINE = 0.06
+GLASSES_REACH = (0.22, 0.75)
+GLASSES_RIMS = 0.3
+GLASSES_BRIDGE = 0.7
+INNER_EYE_CORNERS = (133, 362)
 # The lipstick's lightness is this percentile of the reference lips' (gloss lifts the median).
 LIP_BODY_PERCENTILE = 35
 # Lip shading is measured against its mean over this fraction of the eye distance (see `_lips`).
@@ -161,7 +172,7 @@ class ReferenceFace:
     mirrored: ReferenceFace | None = None
     paint_share: float = 0.0  # share of its bare-skin area that carries paint, 0 to 1
     lip_colour: tuple[float, float, float] | None = None  # median Lab of its lips; None: not seen
-    hidden: np.ndarray | None = None  # HxW float32, 1 where hair hides its face (`hair_over_face`)
+    hidden: np.ndarray | None = None  # HxW float32, 1 where hair or glasses hide its face
     fringe: float = 0.0  # 0 to 1: how much of its brows a fringe hides (`fringe_over_brows`)
 
     @property
@@ -217,6 +228,7 @@ def prepare_reference(
     structure = structure_layers(lab, crop.iod)
     base = skin_base(structure, masks["skin"] > 0.5, crop.pts)
     fringe = fringe_over_brows(structure, crop, masks["skin"])
+    glasses = glasses_over_face(lab, structure, crop, masks)
     return ReferenceFace(
         lab,
         crop.pts,
@@ -225,7 +237,7 @@ def prepare_reference(
         mirrored,
         _paint_share(structure, base, masks["skin"]),
         _lip_colour(lab, masks["lips"]),
-        hair_over_face(structure, base, crop, masks, fringe),
+        np.maximum(hair_over_face(structure, base, crop, masks, fringe), glasses),
         fringe,
     )
 
@@ -257,6 +269,62 @@ def hair_over_face(
     # Grown: the makeup's smoothing would otherwise carry the lock's dark edge onto the selfie.
     grown = cv2.dilate(hair[labels].astype(np.uint8), disk(0.1 * crop.iod))
     return ((grown > 0) & (oval > 0)).astype(np.float32)
+
+
+def glasses_over_face(
+    lab: np.ndarray, structure: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """HxW float32, 1 on the frames of glasses the reference wears (0 everywhere when it wears none):
+    thin lines as dark and dull as hair that ring both eyes and cross the nose bridge. Their rims
+    would otherwise be painted on the selfie as dark goggles in full mode."""
+    lightness = np.ascontiguousarray(lab[:, :, 0])
+    line = disk(GLASSES_LINE * crop.iod)
+    thin = cv2.morphologyEx(lightness, cv2.MORPH_CLOSE, line) - lightness > OCCLUDER_LINE_DEPTH
+    dark = lightness < OCCLUDER_DARKNESS * _skin_lightness(structure, masks["skin"])
+    dull = np.hypot(lab[:, :, 1], lab[:, :, 2]) < HAIR_CHROMA
+    # Lashes, liner, brows and lips are thin and dark too; frames are looked for on the rest.
+    eyes = np.zeros(crop.shape, np.uint8)
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        cv2.fillPoly(eyes, [np.round(crop.pts[list(eye)]).astype(np.int32)], (1,))
+    lashes = cv2.dilate(eyes, disk(0.08 * crop.iod)) > 0
+    features = lashes | (masks["brows"] > 0.3) | (masks["lips"] > 0.1)
+    lines = thin & dark & dull & ~features & (masks["paint"] > 0.05)
+    centres = [crop.pts[list(eye)].mean(axis=0) for eye in (RIGHT_EYE, LEFT_EYE)]
+    rims = [_seen_around(lines, centre, crop.iod) for centre in centres]
+    if min(rims) < GLASSES_RIMS or _bridge_crossed(lines, crop) < GLASSES_BRIDGE:
+        return np.zeros(crop.shape, np.float32)
+    h, w = crop.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    near = np.zeros(crop.shape, bool)
+    for cx, cy in centres:
+        near |= np.hypot(xs - cx, ys - cy) <= GLASSES_REACH[1] * crop.iod
+    return (cv2.dilate((lines & near).view(np.uint8), disk(0.04 * crop.iod)) > 0).astype(np.float32)
+
+
+def _seen_around(lines: np.ndarray, centre: np.ndarray, iod: float) -> float:
+    """The share of directions from `centre` in which `lines` is met within GLASSES_REACH."""
+    angles = np.linspace(0.0, 2.0 * np.pi, 48, endpoint=False)[:, None]
+    radii = np.linspace(*GLASSES_REACH, 24)[None, :] * iod
+    met = _sample_mask(lines, centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles))
+    return float(np.mean(met.any(axis=1)))
+
+
+def _bridge_crossed(lines: np.ndarray, crop: FaceCrop) -> float:
+    """The share of the nose bridge (the middle of the span between the eyes' inner corners) where
+    `lines` is met going up from just below the corners to well above them."""
+    inner_right, inner_left = (crop.pts[i] for i in INNER_EYE_CORNERS)
+    across = inner_left - inner_right
+    up = np.array([across[1], -across[0]]) / max(float(np.linalg.norm(across)), 1e-6)
+    starts = inner_right + np.linspace(0.2, 0.8, 20)[:, None] * across
+    rise = np.linspace(-0.1, 0.45, 30)[None, :] * crop.iod
+    met = _sample_mask(lines, starts[:, :1] + rise * up[0], starts[:, 1:] + rise * up[1])
+    return float(np.mean(met.any(axis=1)))
+
+
+def _sample_mask(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """`mask` at the nearest pixels to points (xs, ys), those off the image taken at its edge."""
+    h, w = mask.shape
+    return mask[np.clip(np.round(ys).astype(int), 0, h - 1), np.clip(np.round(xs).astype(int), 0, w - 1)]
 
 
 def fringe_over_brows(structure: np.ndarray, crop: FaceCrop, skin: np.ndarray) -> float:

@@ -13,8 +13,10 @@ import pytest
 
 from engine.embedded import EmbeddedEngine
 from engine.faces import Face
-from engine.regions import LEFT_BROW_UPPER, LEFT_EYE, LIPS_INNER, RIGHT_BROW_UPPER, RIGHT_EYE
+from engine.regions import LEFT_BROW_UPPER, LEFT_EYE, LIPS_INNER, RIGHT_BROW_UPPER, RIGHT_EYE, region_masks
 from engine.settings import EngineSettings
+from engine.transfer import crop_face, glasses_over_face, structure_layers, to_lab
+from tests.conftest import require_faces
 from tests.engine_helpers import (
     RING_CENTRE,
     backend,
@@ -313,3 +315,42 @@ def test_bare_skin_inside_one_paint_is_never_closed_over(selfie):
     centre = tuple(int(v) for v in np.round(face.landmarks[RING_CENTRE]))
     cv2.circle(hole, centre, round(0.025 * face.inter_ocular), (1,), -1)
     assert np.median(np.linalg.norm(lab(result) - lab(image), axis=2)[hole > 0]) < 14.0
+
+
+def around_the_eyes(image: np.ndarray, face: Face) -> np.ndarray:
+    """Where glasses' rims sit: 0.3 to 0.6 of the eye distance from each eye's centre, brows left out."""
+    h, w = image.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    band = np.zeros((h, w), bool)
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        cx, cy = face.landmarks[list(eye)].mean(axis=0)
+        reach = np.hypot(xs - cx, ys - cy) / face.inter_ocular
+        band |= (reach > 0.3) & (reach < 0.6)
+    return band & ~mask(image, face, "brows", 0.1)
+
+
+@pytest.mark.parametrize("selfie", ["sm_source_01.jpg", "fr_source_01.jpg", "sm_source_03.jpg"])
+def test_glasses_on_the_reference_are_never_painted_on_the_selfie(selfie):
+    # dlib_source_01 (a photo of three men) is used as the reference: its largest face wears thick
+    # dark frames, which full mode painted round the selfie's eyes as goggles.
+    face = faces(selfie)[0]
+    image = photo(selfie)
+    result = made_up(selfie, "dlib_source_01.jpg", mode="full")
+    darkened = lab(result)[..., 0] - lab(image)[..., 0] < -15.0
+    assert np.mean(darkened[around_the_eyes(image, face)]) < 0.1
+
+
+def wears_glasses(name: str) -> bool:
+    face = faces(name)[0]
+    crop = crop_face(photo(name), face, EngineSettings().working_size)
+    lab = to_lab(crop.rgb)
+    masks = region_masks(crop.pts, crop.shape, crop.iod)
+    return bool(glasses_over_face(lab, structure_layers(lab, crop.iod), crop, masks).any())
+
+
+def test_no_face_without_glasses_is_taken_for_one_wearing_them():
+    photos = [p.name for kind in ("source", "reference") for p in sorted((require_faces() / kind).iterdir())]
+    with_a_face = [name for name in photos if name.endswith((".jpg", ".png")) and faces(name)]
+    taken = {name for name in with_a_face if wears_glasses(name)}
+    # tmw_source_01's thin, light metal frames would paint nothing dark, and may or may not be seen.
+    assert "dlib_source_01.jpg" in taken and taken <= {"dlib_source_01.jpg", "tmw_source_01.jpg"}
