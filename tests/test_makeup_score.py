@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.pairing import ORDER_BY_MAKEUP_MARGIN
 from engine.embedded import EmbeddedEngine
 from engine.errors import ImageError, NoFaceError
 from engine.settings import EngineSettings
@@ -25,8 +26,8 @@ def engine() -> EmbeddedEngine:
 def test_clearly_made_up_faces_score_well_above_bare_ones(engine: EmbeddedEngine) -> None:
     bare = {name: engine.inspect(face_path(name).read_bytes(), "selfie").makeup for name in BARE}
     made_up = {name: engine.inspect(face_path(name).read_bytes(), "reference").makeup for name in MADE_UP}
-    # The bot reorders a pair only beyond this margin (bot.pairing.ORDER_BY_MAKEUP_MARGIN).
-    assert min(made_up.values()) - max(bare.values()) >= 1.5, (bare, made_up)
+    # The bot reorders a pair only beyond this margin.
+    assert min(made_up.values()) - max(bare.values()) >= ORDER_BY_MAKEUP_MARGIN, (bare, made_up)
 
 
 def test_inspect_raises_what_a_try_on_would(engine: EmbeddedEngine) -> None:
