@@ -305,7 +305,7 @@ def _seen_around(lines: np.ndarray, centre: np.ndarray, iod: float) -> float:
     """The share of directions from `centre` in which `lines` is met within GLASSES_REACH."""
     angles = np.linspace(0.0, 2.0 * np.pi, 48, endpoint=False)[:, None]
     radii = np.linspace(*GLASSES_REACH, 24)[None, :] * iod
-    met = _sample_mask(lines, centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles))
+    met = _at_points(lines, centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles))
     return float(np.mean(met.any(axis=1)))
 
 
@@ -317,14 +317,14 @@ def _bridge_crossed(lines: np.ndarray, crop: FaceCrop) -> float:
     up = np.array([across[1], -across[0]]) / max(float(np.linalg.norm(across)), 1e-6)
     starts = inner_right + np.linspace(0.2, 0.8, 20)[:, None] * across
     rise = np.linspace(-0.1, 0.45, 30)[None, :] * crop.iod
-    met = _sample_mask(lines, starts[:, :1] + rise * up[0], starts[:, 1:] + rise * up[1])
+    met = _at_points(lines, starts[:, :1] + rise * up[0], starts[:, 1:] + rise * up[1])
     return float(np.mean(met.any(axis=1)))
 
 
-def _sample_mask(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """`mask` at the nearest pixels to points (xs, ys), those off the image taken at its edge."""
-    h, w = mask.shape
-    return mask[np.clip(np.round(ys).astype(int), 0, h - 1), np.clip(np.round(xs).astype(int), 0, w - 1)]
+def _at_points(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """`image` at the nearest pixels to points (xs, ys), those off the image taken at its edge."""
+    h, w = image.shape[:2]
+    return image[np.clip(np.round(ys).astype(int), 0, h - 1), np.clip(np.round(xs).astype(int), 0, w - 1)]
 
 
 def fringe_over_brows(structure: np.ndarray, crop: FaceCrop, skin: np.ndarray) -> float:
@@ -334,10 +334,8 @@ def fringe_over_brows(structure: np.ndarray, crop: FaceCrop, skin: np.ndarray) -
     chin, top = crop.pts[CHIN], crop.pts[MIDLINE_TOP]
     up = (top - chin) / max(float(np.linalg.norm(top - chin)), 1e-6)
     points = crop.pts[list(RIGHT_BROW_UPPER + LEFT_BROW_UPPER)] + FRINGE_REACH * crop.iod * up
-    h, w = crop.shape
-    xs, ys = (np.clip(np.round(points[:, k]).astype(int), 0, limit - 1) for k, limit in ((0, w), (1, h)))
     skin_l = _skin_lightness(structure, skin)
-    seen = structure[ys, xs]
+    seen = _at_points(structure, points[:, 0], points[:, 1])
     dark = seen[:, 0] < FRINGE_DARKNESS * skin_l
     dull = np.hypot(seen[:, 1], seen[:, 2]) < HAIR_CHROMA
     # Most of the points, not a few: a brow's tail or a low hairline at the temples is no fringe.
