@@ -224,11 +224,12 @@ def prepare_reference(
     grown = cv2.dilate(holes, disk(0.04 * crop.iod))
     filled = cv2.inpaint(crop.rgb, grown, max(3.0, 0.03 * crop.iod), cv2.INPAINT_TELEA)
     lab = to_lab(filled)
-    # Its layers, worked out once for the paint, hair and fringe tests below.
+    # Its layers and skin lightness, worked out once for the paint, hair, fringe and glasses tests.
     structure = structure_layers(lab, crop.iod)
     base = skin_base(structure, masks["skin"] > 0.5, crop.pts)
-    fringe = fringe_over_brows(structure, crop, masks["skin"])
-    glasses = glasses_over_face(lab, structure, crop, masks)
+    skin_l = skin_lightness(structure, masks["skin"])
+    fringe = fringe_over_brows(structure, crop, skin_l)
+    glasses = glasses_over_face(lab, crop, masks, skin_l)
     return ReferenceFace(
         lab,
         crop.pts,
@@ -237,24 +238,29 @@ def prepare_reference(
         mirrored,
         _paint_share(structure, base, masks["skin"]),
         _lip_colour(lab, masks["lips"]),
-        np.maximum(hair_over_face(structure, base, crop, masks, fringe), glasses),
+        np.maximum(hair_over_face(structure, base, crop, masks, skin_l, fringe), glasses),
         fringe,
     )
 
 
 def hair_over_face(
-    structure: np.ndarray, base: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarray], fringe: float
+    structure: np.ndarray,
+    base: np.ndarray,
+    crop: FaceCrop,
+    masks: Mapping[str, np.ndarray],
+    skin_l: float,
+    fringe: float,
 ) -> np.ndarray:
     """HxW float32, 1 where hair (or a dark hat or background) lies over the face: a dull patch much
     darker than the skin that reaches the face from outside, most of it beyond the face outline.
     Face paint is drawn inside the outline and is mostly vivid; lips and lids (and a liner's wing)
     are never taken for hair, nor are brows unless a fringe hides them (`fringe_over_brows`).
-    `structure` and `base` are the crop's layers (`structure_layers`, `skin_base`)."""
+    `structure` and `base` are the crop's layers (`structure_layers`, `skin_base`), `skin_l` its
+    skin's lightness (`skin_lightness`)."""
     features = [masks["lips"], masks["eyes"]] + ([] if fringe >= 0.5 else [masks["brows"]])
     kept = cv2.dilate((np.maximum.reduce(features) > 0.1).view(np.uint8), disk(0.15 * crop.iod)) > 0
     # The base is a quadratic fit to the skin: away from the skin it was fitted to (a forehead under
     # a fringe) it can run wild, so it is held near the skin's own lightness.
-    skin_l = _skin_lightness(structure, masks["skin"])
     lighting = _clip(base[:, :, 0], (1.0 - OCCLUDER_LIGHTING) * skin_l, (1.0 + OCCLUDER_LIGHTING) * skin_l)
     dark = structure[:, :, 0] < OCCLUDER_DARKNESS * lighting
     dull = np.hypot(structure[:, :, 1], structure[:, :, 2]) < HAIR_CHROMA
@@ -272,7 +278,7 @@ def hair_over_face(
 
 
 def glasses_over_face(
-    lab: np.ndarray, structure: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarray]
+    lab: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarray], skin_l: float
 ) -> np.ndarray:
     """HxW float32, 1 on the frames of glasses the reference wears (0 everywhere when it wears none):
     thin lines as dark and dull as hair that ring both eyes and cross the nose bridge. Their rims
@@ -280,7 +286,7 @@ def glasses_over_face(
     lightness = np.ascontiguousarray(lab[:, :, 0])
     line = disk(GLASSES_LINE * crop.iod)
     thin = cv2.morphologyEx(lightness, cv2.MORPH_CLOSE, line) - lightness > OCCLUDER_LINE_DEPTH
-    dark = lightness < OCCLUDER_DARKNESS * _skin_lightness(structure, masks["skin"])
+    dark = lightness < OCCLUDER_DARKNESS * skin_l
     dull = np.hypot(lab[:, :, 1], lab[:, :, 2]) < HAIR_CHROMA
     # Lashes, liner, brows and lips are thin and dark too; frames are looked for on the rest.
     eyes = np.zeros(crop.shape, np.uint8)
@@ -327,14 +333,13 @@ def _at_points(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return image[np.clip(np.round(ys).astype(int), 0, h - 1), np.clip(np.round(xs).astype(int), 0, w - 1)]
 
 
-def fringe_over_brows(structure: np.ndarray, crop: FaceCrop, skin: np.ndarray) -> float:
+def fringe_over_brows(structure: np.ndarray, crop: FaceCrop, skin_l: float) -> float:
     """0 to 1: how surely a fringe hides the reference's brows (their colour is then the hair's),
     from the points just above them (FRINGE_REACH of the eye distance, up the face) that show hair:
-    as dark against its skin and as dull."""
+    as dark against its skin (lightness `skin_l`, `skin_lightness`) and as dull."""
     chin, top = crop.pts[CHIN], crop.pts[MIDLINE_TOP]
     up = (top - chin) / max(float(np.linalg.norm(top - chin)), 1e-6)
     points = crop.pts[list(RIGHT_BROW_UPPER + LEFT_BROW_UPPER)] + FRINGE_REACH * crop.iod * up
-    skin_l = _skin_lightness(structure, skin)
     seen = _at_points(structure, points[:, 0], points[:, 1])
     dark = seen[:, 0] < FRINGE_DARKNESS * skin_l
     dull = np.hypot(seen[:, 1], seen[:, 2]) < HAIR_CHROMA
@@ -342,7 +347,7 @@ def fringe_over_brows(structure: np.ndarray, crop: FaceCrop, skin: np.ndarray) -
     return float(_smoothstep(np.array(np.mean(dark & dull)), *FRINGE_SHARE))
 
 
-def _skin_lightness(structure: np.ndarray, skin: np.ndarray) -> float:
+def skin_lightness(structure: np.ndarray, skin: np.ndarray) -> float:
     """The median structure lightness of a face's skin (its mask `skin` over one half)."""
     core = skin > 0.5
     return float(np.median(structure[:, :, 0][core])) if core.any() else 50.0

@@ -15,7 +15,7 @@ from engine.embedded import EmbeddedEngine
 from engine.faces import Face
 from engine.regions import LEFT_BROW_UPPER, LEFT_EYE, LIPS_INNER, RIGHT_BROW_UPPER, RIGHT_EYE, region_masks
 from engine.settings import EngineSettings
-from engine.transfer import crop_face, glasses_over_face, structure_layers, to_lab
+from engine.transfer import crop_face, glasses_over_face, skin_lightness, structure_layers, to_lab
 from tests.conftest import require_faces
 from tests.engine_helpers import (
     RING_CENTRE,
@@ -345,7 +345,8 @@ def wears_glasses(name: str) -> bool:
     crop = crop_face(photo(name), face, EngineSettings().working_size)
     lab = to_lab(crop.rgb)
     masks = region_masks(crop.pts, crop.shape, crop.iod)
-    return bool(glasses_over_face(lab, structure_layers(lab, crop.iod), crop, masks).any())
+    skin_l = skin_lightness(structure_layers(lab, crop.iod), masks["skin"])
+    return bool(glasses_over_face(lab, crop, masks, skin_l).any())
 
 
 def test_no_face_without_glasses_is_taken_for_one_wearing_them():
