@@ -60,13 +60,14 @@ def delta_e(a: np.ndarray, b: np.ndarray) -> float:
 
 
 STAR_BLUE = (40, 60, 200)
+LEFT_CHEEK = 280  # the mesh point on the left cheek where the tests paint a star or a ring
 
 
 def with_painted_star(name: str) -> np.ndarray:
     """The shared reference photo `name` with a blue five-pointed star painted on its left cheek."""
     reference = photo(name).copy()
     face = faces(name)[0]
-    centre = face.landmarks[280] + np.array([0.05, -0.05]) * face.inter_ocular
+    centre = face.landmarks[LEFT_CHEEK] + np.array([0.05, -0.05]) * face.inter_ocular
     angles = np.arange(10) * np.pi / 5
     reach = 0.35 * face.inter_ocular * np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
     corners = centre + np.stack([reach * np.sin(angles), -reach * np.cos(angles)], axis=1)
@@ -74,15 +75,12 @@ def with_painted_star(name: str) -> np.ndarray:
     return reference
 
 
-RING_CENTRE = 280  # the mesh point a painted ring is centred on (`with_painted_ring`)
-
-
 def with_painted_ring(name: str) -> np.ndarray:
-    """The shared reference photo `name` with a blue ring painted on its left cheek around the mesh
-    point RING_CENTRE: the ring's hole (0.1 of the eye distance across) is bare skin."""
+    """The shared reference photo `name` with a blue ring painted around the mesh point LEFT_CHEEK:
+    the ring's hole (0.1 of the eye distance across) is bare skin."""
     reference = photo(name).copy()
     face = faces(name)[0]
-    centre = tuple(int(v) for v in np.round(face.landmarks[RING_CENTRE]))
+    centre = tuple(int(v) for v in np.round(face.landmarks[LEFT_CHEEK]))
     width = round(0.07 * face.inter_ocular)
     cv2.circle(reference, centre, round(0.085 * face.inter_ocular), STAR_BLUE, width)
     return reference

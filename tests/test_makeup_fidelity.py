@@ -18,7 +18,7 @@ from engine.settings import EngineSettings
 from engine.transfer import crop_face, glasses_over_face, skin_lightness, structure_layers, to_lab
 from tests.conftest import require_faces
 from tests.engine_helpers import (
-    RING_CENTRE,
+    LEFT_CHEEK,
     backend,
     delta_e,
     faces,
@@ -312,7 +312,7 @@ def test_bare_skin_inside_one_paint_is_never_closed_over(selfie):
     image = photo(selfie)
     result = engine().apply_array(image, with_painted_ring("shmt_ref_04.jpg"), mode="full").image
     hole = np.zeros(image.shape[:2], np.uint8)
-    centre = tuple(int(v) for v in np.round(face.landmarks[RING_CENTRE]))
+    centre = tuple(int(v) for v in np.round(face.landmarks[LEFT_CHEEK]))
     cv2.circle(hole, centre, round(0.025 * face.inter_ocular), (1,), -1)
     assert np.median(np.linalg.norm(lab(result) - lab(image), axis=2)[hole > 0]) < 14.0
 
@@ -343,10 +343,10 @@ def test_glasses_on_the_reference_are_never_painted_on_the_selfie(selfie):
 def wears_glasses(name: str) -> bool:
     face = faces(name)[0]
     crop = crop_face(photo(name), face, EngineSettings().working_size)
-    lab = to_lab(crop.rgb)
+    crop_lab = to_lab(crop.rgb)
     masks = region_masks(crop.pts, crop.shape, crop.iod)
-    skin_l = skin_lightness(structure_layers(lab, crop.iod), masks["skin"])
-    return bool(glasses_over_face(lab, crop, masks, skin_l).any())
+    skin_l = skin_lightness(structure_layers(crop_lab, crop.iod), masks["skin"])
+    return bool(glasses_over_face(crop_lab, crop, masks, skin_l).any())
 
 
 def test_no_face_without_glasses_is_taken_for_one_wearing_them():
