@@ -142,7 +142,7 @@ class EmbeddedEngine:
             makeup: Makeup
             if reference is not None:
                 with self._timed(timings, "align"):
-                    warped, shown = warp_reference(reference, crop)
+                    warped, shown = warp_reference(reference, crop, face.yaw_deg)
                 with self._timed(timings, "transfer"):
                     makeup = ReferenceMakeup(
                         layers, warped, shown, reference.lip_colour, mode, reference.fringe

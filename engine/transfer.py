@@ -174,6 +174,7 @@ class ReferenceFace:
     lip_colour: tuple[float, float, float] | None = None  # median Lab of its lips; None: not seen
     hidden: np.ndarray | None = None  # HxW float32, 1 where hair or glasses hide its face
     fringe: float = 0.0  # 0 to 1: how much of its brows a fringe hides (`fringe_over_brows`)
+    outline: np.ndarray | None = None  # HxW float32, 1 at its face outline (`outline_band`)
 
     @property
     def has_paint(self) -> bool:
@@ -205,6 +206,12 @@ def to_rgb(lab: np.ndarray) -> np.ndarray:
 # From this head turn (degrees) the far half of the reference is replaced by the mirrored near half,
 # fully so from twice this.
 MIRROR_FROM_YAW = 12.0
+# A reference's face runs into its hair and background over this band inside its outline (eye
+# distances). A selfie turned further than the reference (by the second range, in degrees) shows
+# the side of its face squarely where the reference saw it foreshortened: that band is then
+# stretched over its near cheek, hair and all, and is not trusted there.
+OUTLINE_BAND = 0.1
+TURN_STRETCHES_OUTLINE = (5.0, 20.0)
 
 
 def prepare_reference(
@@ -240,7 +247,21 @@ def prepare_reference(
         _lip_colour(lab, masks["lips"]),
         np.maximum(hair_over_face(structure, base, crop, masks, skin_l, fringe), glasses),
         fringe,
+        outline_band(crop),
     )
+
+
+def outline_band(crop: FaceCrop) -> np.ndarray:
+    """HxW float32: 1 on the face outline, falling to 0 at OUTLINE_BAND inside it."""
+    inside = cv2.distanceTransform(_inside_outline(crop), cv2.DIST_L2, 3)
+    return (1.0 - _smoothstep(inside, 0.0, OUTLINE_BAND * crop.iod)).astype(np.float32)
+
+
+def _inside_outline(crop: FaceCrop) -> np.ndarray:
+    """HxW uint8, 1 inside the face outline."""
+    oval = np.zeros(crop.shape, np.uint8)
+    cv2.fillPoly(oval, [np.round(crop.pts[list(FACE_OVAL)]).astype(np.int32)], (1,))
+    return oval
 
 
 def hair_over_face(
@@ -266,8 +287,7 @@ def hair_over_face(
     dull = np.hypot(structure[:, :, 1], structure[:, :, 2]) < HAIR_CHROMA
     cover = dark & dull & ~kept
     count, labels = cv2.connectedComponents(cover.view(np.uint8), connectivity=8)
-    oval = np.zeros(crop.shape, np.uint8)
-    cv2.fillPoly(oval, [np.round(crop.pts[list(FACE_OVAL)]).astype(np.int32)], (1,))
+    oval = _inside_outline(crop)
     inside = np.bincount(labels.ravel(), weights=oval.ravel(), minlength=count)
     outside = np.bincount(labels.ravel(), minlength=count) - inside
     hair = outside > inside
@@ -452,18 +472,21 @@ def mesh_triangles() -> np.ndarray:
     return np.array(sorted(triangles), dtype=np.int32)
 
 
-def warp_reference(ref: ReferenceFace, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
+def warp_reference(ref: ReferenceFace, crop: FaceCrop, yaw_deg: float) -> tuple[np.ndarray, np.ndarray]:
     """The reference warped onto the selfie crop (HxWx3 Lab) and how far to trust it (HxW float32:
-    0 where the warp is undefined or hair hides the reference's face, 1 where it shows).
+    0 where the warp is undefined or hair hides the reference's face, 1 where it shows). `yaw_deg`
+    is the selfie face's head turn.
 
     Each destination pixel looks up its triangle in a rasterised index image; all the triangles'
     affine maps are solved at once, and one `cv2.remap` samples the reference.
     """
     index = _triangle_index(crop.pts, crop.shape)
-    warped, hidden = _sample(_at_scale(ref, crop.iod), crop.pts, index)
+    turn = abs(yaw_deg) - abs(ref.yaw_deg)
+    stretched = float(_smoothstep(np.array(turn), *TURN_STRETCHES_OUTLINE))
+    warped, hidden = _sample(_at_scale(ref, crop.iod), crop.pts, index, stretched)
     if ref.mirrored is not None:
         far = _far_half(crop, ref.yaw_deg)
-        mirrored, mirrored_hidden = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, index)
+        mirrored, mirrored_hidden = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, index, stretched)
         warped = warped + cv2.merge([far, far, far]) * (mirrored - warped)
         hidden = hidden + far * (mirrored_hidden - hidden)
     # Where hair hides the reference's face the selfie keeps its own, fading in softly around it.
@@ -481,9 +504,12 @@ def _at_scale(ref: ReferenceFace, iod: float) -> ReferenceFace:
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
     lab = cv2.resize(ref.lab, size, interpolation=cv2.INTER_AREA)
     ratio = np.array([size[0] / w, size[1] / h], np.float32)
-    hidden = None if ref.hidden is None else cv2.resize(ref.hidden, size, interpolation=cv2.INTER_AREA)
+    hidden, outline = (
+        None if mask is None else cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+        for mask in (ref.hidden, ref.outline)
+    )
     pts = (ref.pts + 0.5) * ratio - 0.5
-    return ReferenceFace(lab, pts, ref.iod * float(ratio[0]), ref.yaw_deg, hidden=hidden)
+    return ReferenceFace(lab, pts, ref.iod * float(ratio[0]), ref.yaw_deg, hidden=hidden, outline=outline)
 
 
 def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -495,8 +521,11 @@ def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return index
 
 
-def _sample(ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's Lab and its `hidden` mask (zeros where it has none), warped onto `index`."""
+def _sample(
+    ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray, stretched: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's Lab and what hides its face, warped onto `index`: its `hidden` mask, and its
+    `outline` band as far as `stretched` (0 to 1) says the selfie magnifies it."""
     triangles = mesh_triangles()
     affines = _triangle_affines(dst_pts[triangles], ref.pts[triangles]).reshape(-1, 6)
     # Row 0 serves pixels outside the mesh: it sends them to (-1, -1), off the reference. Looking
@@ -509,9 +538,12 @@ def _sample(ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray) -> tuple
     map_x = a * xs + b * ys + c
     map_y = d * xs + e * ys + f
     lab = cv2.remap(ref.lab, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    if ref.hidden is None:
-        return lab, np.zeros(index.shape, np.float32)
-    return lab, cv2.remap(ref.hidden, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    hidden = np.zeros(index.shape, np.float32)
+    for mask, weight in ((ref.hidden, 1.0), (ref.outline, stretched)):
+        if mask is not None and weight > 0.0:
+            seen = cv2.remap(mask, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            hidden = np.maximum(hidden, weight * seen)
+    return lab, hidden
 
 
 def _far_half(crop: FaceCrop, yaw_deg: float) -> np.ndarray:

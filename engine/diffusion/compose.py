@@ -69,7 +69,7 @@ def compose_full(
     for face in faces:
         crop = crop_face(selfie, face, working_size)
         own = prepare_reference(selfie, face, working_size)  # the same crop, openings filled
-        warped, shown = warp_reference(generated, crop)
+        warped, shown = warp_reference(generated, crop, face.yaw_deg)
         sigma = LOW_PASS_SIGMA * crop.iod
         mask = strength * face_mask(crop.pts, crop.shape, crop.iod, regions) * shown
         keep = (mask > 0).view(np.uint8)
