@@ -73,6 +73,10 @@ REGION_OPACITY: dict[str, float] = {
 PIGMENT_DISTANCE = (4.0, 12.0)
 # Paint's own shading is smoothed away over this fraction of the eye distance (see `_in_selfie_shading`).
 PAINT_SMOOTHING = 0.08
+# Paint is matte and opaque: it shows the face's form more than the translucent skin it covers, whose
+# light scatters under the surface and softens its shading. The selfie's shading is raised to this
+# power under paint.
+PAINT_SHADING = 1.4
 # Paint colours further apart than this (CIELAB) meet at an edge that the smoothing keeps sharp.
 PAINT_EDGE = 8.0
 # Two paints meet in a blend of both, which can be as skin-like as the reference's base (the
@@ -723,7 +727,7 @@ class ReferenceMakeup:
         sigma = smoothing * self.selfie.crop.iod
         colour = paint_low_pass(pigment, sigma)
         own = self.structure[0][box]
-        colour[:, :, 0] *= _clip(own / np.maximum(blur(own, sigma), 1.0), 0.5, 1.5)
+        colour[:, :, 0] *= _clip(own / np.maximum(blur(own, sigma), 1.0), 0.5, 1.5) ** PAINT_SHADING
         return colour
 
 
