@@ -680,7 +680,7 @@ class ReferenceMakeup:
         # change and the rest of the face stays as made up so far.
         amount = paint_amount(self.ref_structure[box], self.ref_base[box])
         if region == "paint":
-            amount = self._without_seams(amount, box)
+            amount = self._without_seams(amount, box) * (1.0 - self._lipstick(box))
         fallback = self._relative_target("eyes", box) if region == "eyes" else current
         return fallback + cv2.merge([amount, amount, amount]) * (pigment - fallback)
 
@@ -698,6 +698,16 @@ class ReferenceMakeup:
         distance = np.sqrt(0.25 * gap[:, :, 0] ** 2 + gap[:, :, 1] ** 2 + gap[:, :, 2] ** 2)
         mixed = 1.0 - _smoothstep(distance, 1.5 * PAINT_EDGE, 3.0 * PAINT_EDGE)
         return amount + mixed * (closed - amount)
+
+    def _lipstick(self, box: Box) -> np.ndarray:
+        """0 to 1 over the selfie's lips where the reference there wears its lipstick: the lips
+        region has laid it already, in the selfie's own lip shading, and paint's smoothing would only
+        blend it with the colours around the mouth."""
+        if self.lip_colour is None:
+            return np.zeros(self.selfie.masks["lips"][box].shape, np.float32)
+        gap: np.ndarray = self.ref_structure[box] - np.array(self.lip_colour, np.float32)
+        distance = np.sqrt(0.25 * gap[:, :, 0] ** 2 + gap[:, :, 1] ** 2 + gap[:, :, 2] ** 2)
+        return self.selfie.masks["lips"][box] * (1.0 - _smoothstep(distance, PAINT_EDGE, 2.0 * PAINT_EDGE))
 
     def _pigment(self, box: Box) -> np.ndarray:
         return in_light(self.ref_structure[box], self.light_cap)

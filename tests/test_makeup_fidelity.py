@@ -406,3 +406,14 @@ def test_a_selfie_no_more_turned_than_the_reference_trusts_it_up_to_its_outline(
     _, shown = warp_reference(prepared, crop, face.yaw_deg)
     _, shown_without_outline = warp_reference(dataclasses.replace(prepared, outline=None), crop, face.yaw_deg)
     np.testing.assert_array_equal(shown, shown_without_outline)
+
+
+@pytest.mark.parametrize("selfie", ["sm_source_03.jpg", "shmt_source_03.jpg", "fr_source_01.jpg"])
+def test_full_mode_lips_wear_the_reference_lipstick_as_natural_mode_does(selfie):
+    # cpm_ref_01 wears navy lipstick in a painted face. Paint laid over the lips blended it with the
+    # colours around the mouth, and the full look's lips came out a lighter, brighter blue: 15-19
+    # CIELAB from the reference's lips, where natural mode's are 4-5.
+    reference = "cpm_ref_01.png"
+    target = median_lab(photo(reference), mask(photo(reference), faces(reference)[0], "lips"))
+    lips = mask(photo(selfie), faces(selfie)[0], "lips")
+    assert delta_e(median_lab(made_up(selfie, reference, mode="full"), lips), target) < 12.0
