@@ -142,11 +142,9 @@ class EmbeddedEngine:
             makeup: Makeup
             if reference is not None:
                 with self._timed(timings, "align"):
-                    warped, shown = warp_reference(reference, crop, face.yaw_deg)
+                    warped = warp_reference(reference, crop, face.yaw_deg)
                 with self._timed(timings, "transfer"):
-                    makeup = ReferenceMakeup(
-                        layers, warped, shown, reference.lip_colour, mode, reference.fringe
-                    )
+                    makeup = ReferenceMakeup(layers, warped, reference.lip_colour, mode, reference.fringe)
             else:
                 assert preset is not None
                 makeup = LookMakeup(layers, preset)

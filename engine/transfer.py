@@ -213,7 +213,7 @@ MIRROR_FROM_YAW = 12.0
 # A reference's face runs into its hair and background over this band inside its outline (eye
 # distances). A selfie turned further than the reference (by the second range, in degrees) shows
 # the side of its face squarely where the reference saw it foreshortened: that band is then
-# stretched over its near cheek, hair and all, and is not trusted there.
+# stretched over its near cheek, hair and all, and paint does not take it there.
 OUTLINE_BAND = 0.1
 TURN_STRETCHES_OUTLINE = (5.0, 20.0)
 
@@ -476,26 +476,37 @@ def mesh_triangles() -> np.ndarray:
     return np.array(sorted(triangles), dtype=np.int32)
 
 
-def warp_reference(ref: ReferenceFace, crop: FaceCrop, yaw_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """The reference warped onto the selfie crop (HxWx3 Lab) and how far to trust it (HxW float32:
-    0 where the warp is undefined or hair hides the reference's face, 1 where it shows). `yaw_deg`
-    is the selfie face's head turn.
+@dataclass(frozen=True)
+class WarpedReference:
+    """The reference on a selfie crop: its Lab (HxWx3) and how far to trust it (HxW float32, 0 where
+    the warp is undefined or hair hides the reference's face, 1 where it shows); for paint, which
+    carries whatever the reference shows, less again over the reference's outline band where a
+    turned selfie stretches it (see OUTLINE_BAND)."""
+
+    lab: np.ndarray
+    shown: np.ndarray
+    paint_shown: np.ndarray
+
+
+def warp_reference(ref: ReferenceFace, crop: FaceCrop, yaw_deg: float) -> WarpedReference:
+    """The reference warped onto the selfie crop, whose face is turned `yaw_deg`.
 
     Each destination pixel looks up its triangle in a rasterised index image; all the triangles'
     affine maps are solved at once, and one `cv2.remap` samples the reference.
     """
     index = _triangle_index(crop.pts, crop.shape)
-    turn = abs(yaw_deg) - abs(ref.yaw_deg)
-    stretched = float(_smoothstep(np.array(turn), *TURN_STRETCHES_OUTLINE))
-    warped, hidden = _sample(_at_scale(ref, crop.iod), crop.pts, index, stretched)
+    stretched = float(_smoothstep(np.array(abs(yaw_deg) - abs(ref.yaw_deg)), *TURN_STRETCHES_OUTLINE))
+    warped, hidden, outline = _sample(_at_scale(ref, crop.iod), crop.pts, index, stretched > 0.0)
     if ref.mirrored is not None:
         far = _far_half(crop, ref.yaw_deg)
-        mirrored, mirrored_hidden = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, index, stretched)
-        warped = warped + cv2.merge([far, far, far]) * (mirrored - warped)
-        hidden = hidden + far * (mirrored_hidden - hidden)
+        mirrored = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, index, stretched > 0.0)
+        warped = warped + cv2.merge([far, far, far]) * (mirrored[0] - warped)
+        hidden = hidden + far * (mirrored[1] - hidden)
+        outline = outline + far * (mirrored[2] - outline)
     # Where hair hides the reference's face the selfie keeps its own, fading in softly around it.
-    shown = 1.0 - np.minimum(blur(hidden, 0.05 * crop.iod), 1.0)
-    return warped, (index > 0) * shown
+    shown = (index > 0) * (1.0 - np.minimum(blur(hidden, 0.05 * crop.iod), 1.0))
+    paint_shown = shown * (1.0 - np.minimum(blur(stretched * outline, 0.05 * crop.iod), 1.0))
+    return WarpedReference(warped, shown, paint_shown)
 
 
 def _at_scale(ref: ReferenceFace, iod: float) -> ReferenceFace:
@@ -526,10 +537,10 @@ def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _sample(
-    ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray, stretched: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's Lab and what hides its face, warped onto `index`: its `hidden` mask, and its
-    `outline` band as far as `stretched` (0 to 1) says the selfie magnifies it."""
+    ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray, with_outline: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference's Lab, its `hidden` mask and, if asked, its `outline` band, warped onto
+    `index` (zeros for a mask it has none of, or not asked for)."""
     triangles = mesh_triangles()
     affines = _triangle_affines(dst_pts[triangles], ref.pts[triangles]).reshape(-1, 6)
     # Row 0 serves pixels outside the mesh: it sends them to (-1, -1), off the reference. Looking
@@ -542,12 +553,13 @@ def _sample(
     map_x = a * xs + b * ys + c
     map_y = d * xs + e * ys + f
     lab = cv2.remap(ref.lab, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    hidden = np.zeros(index.shape, np.float32)
-    for mask, weight in ((ref.hidden, 1.0), (ref.outline, stretched)):
-        if mask is not None and weight > 0.0:
-            seen = cv2.remap(mask, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            hidden = np.maximum(hidden, weight * seen)
-    return lab, hidden
+    hidden, outline = (
+        np.zeros(index.shape, np.float32)
+        if mask is None
+        else cv2.remap(mask, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for mask in (ref.hidden, ref.outline if with_outline else None)
+    )
+    return lab, hidden, outline
 
 
 def _far_half(crop: FaceCrop, yaw_deg: float) -> np.ndarray:
@@ -599,16 +611,15 @@ class ReferenceMakeup:
     def __init__(
         self,
         selfie: SelfieLayers,
-        warped: np.ndarray,
-        shown: np.ndarray,
+        warped: WarpedReference,
         lip_colour: tuple[float, float, float] | None = None,
         mode: str = "natural",
         fringe: float = 0.0,
     ) -> None:
         """`fringe`: how much of the reference's brows a fringe hides (`ReferenceFace.fringe`)."""
         self.selfie = selfie
-        ref_structure = structure_layers(warped, selfie.crop.iod)
-        skin = (selfie.masks["skin"] > 0.5) & (shown > 0.5)
+        ref_structure = structure_layers(warped.lab, selfie.crop.iod)
+        skin = (selfie.masks["skin"] > 0.5) & (warped.shown > 0.5)
         ref_base = skin_base(ref_structure, skin, selfie.crop.pts)
         ratio = ref_structure[:, :, 0] / np.maximum(ref_base[:, :, 0], 1.0)
         offset = ref_structure - ref_base
@@ -626,7 +637,7 @@ class ReferenceMakeup:
         self.ref_structure, self.ref_base = ref_structure, ref_base
         self.lip_colour = lip_colour
         self.fringe = fringe
-        self.shown = shown
+        self.shown, self.paint_shown = warped.shown, warped.paint_shown
         self.regions: tuple[str, ...] = FULL_REGIONS if mode == "full" else NATURAL_REGIONS
 
     def target(self, region: str, box: Box, current: np.ndarray) -> np.ndarray:
@@ -635,7 +646,7 @@ class ReferenceMakeup:
         else:
             target = self._relative_target(region, box)
         # Where the warp is undefined (or hair hides the reference) the selfie keeps its layers.
-        shown = self.shown[box]
+        shown = (self.paint_shown if region == "paint" else self.shown)[box]
         return current + cv2.merge([shown, shown, shown]) * (target - current)
 
     def _relative_target(self, region: str, box: Box) -> np.ndarray:

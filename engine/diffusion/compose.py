@@ -69,15 +69,15 @@ def compose_full(
     for face in faces:
         crop = crop_face(selfie, face, working_size)
         own = prepare_reference(selfie, face, working_size)  # the same crop, openings filled
-        warped, shown = warp_reference(generated, crop, face.yaw_deg)
+        warped = warp_reference(generated, crop, face.yaw_deg)
         sigma = LOW_PASS_SIGMA * crop.iod
-        mask = strength * face_mask(crop.pts, crop.shape, crop.iod, regions) * shown
+        mask = strength * face_mask(crop.pts, crop.shape, crop.iod, regions) * warped.shown
         keep = (mask > 0).view(np.uint8)
         if not keep.any():
             continue
         # The generator's own grain is blurred away first: to the edge-keeping filter it would be edges.
         grain = GRAIN_SIGMA * sigma
-        look = paint_low_pass(blur(warped, grain), sigma) - paint_low_pass(blur(own.lab, grain), sigma)
+        look = paint_low_pass(blur(warped.lab, grain), sigma) - paint_low_pass(blur(own.lab, grain), sigma)
         change = cv2.merge([mask, mask, mask]) * look
         made_up = to_rgb(to_lab(crop.rgb) + change)
         # Only masked pixels get a change: the Lab round trip is not exact, so the others stay 0.
