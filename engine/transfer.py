@@ -178,7 +178,7 @@ class ReferenceFace:
     lip_colour: tuple[float, float, float] | None = None  # median Lab of its lips; None: not seen
     hidden: np.ndarray | None = None  # HxW float32, 1 where hair or glasses hide its face
     fringe: float = 0.0  # 0 to 1: how much of its brows a fringe hides (`fringe_over_brows`)
-    outline: np.ndarray | None = None  # HxW float32, 1 at its face outline (`outline_band`)
+    outline: np.ndarray | None = None  # HxW float32, 1 where its outline band is not face (`outline_band`)
 
     @property
     def has_paint(self) -> bool:
@@ -213,7 +213,8 @@ MIRROR_FROM_YAW = 12.0
 # A reference's face runs into its hair and background over this band inside its outline (eye
 # distances). A selfie turned further than the reference (by the second range, in degrees) shows
 # the side of its face squarely where the reference saw it foreshortened: that band is then
-# stretched over its near cheek, hair and all, and paint does not take it there.
+# stretched over its near cheek, and paint does not take it there where it is unlike the face
+# just inside it (hair, background); paint or blush running on to the outline is kept.
 OUTLINE_BAND = 0.1
 TURN_STRETCHES_OUTLINE = (5.0, 20.0)
 
@@ -251,14 +252,24 @@ def prepare_reference(
         _lip_colour(lab, masks["lips"]),
         np.maximum(hair_over_face(structure, base, crop, masks, skin_l, fringe), glasses),
         fringe,
-        outline_band(crop),
+        outline_band(structure, crop),
     )
 
 
-def outline_band(crop: FaceCrop) -> np.ndarray:
-    """HxW float32: 1 on the face outline, falling to 0 at OUTLINE_BAND inside it."""
+def outline_band(structure: np.ndarray, crop: FaceCrop) -> np.ndarray:
+    """HxW float32: 1 on the face outline, falling to 0 at OUTLINE_BAND inside it, where the band is
+    unlike the face just inside it (hair or background rather than skin, paint or blush running on
+    to the outline). `structure` is the crop's structure layer (`structure_layers`)."""
+    reach = OUTLINE_BAND * crop.iod
     inside = cv2.distanceTransform(_inside_outline(crop), cv2.DIST_L2, 3)
-    return (1.0 - _smoothstep(inside, 0.0, OUTLINE_BAND * crop.iod)).astype(np.float32)
+    band = 1.0 - _smoothstep(inside, 0.0, reach)
+    interior = (inside > reach).astype(np.float32)
+    weight = np.maximum(blur(interior, reach), 1e-3)[:, :, None]
+    expected = blur(structure * interior[:, :, None], reach) / weight
+    gap = structure - expected
+    # Lightness counts half, as in `paint_amount`.
+    distance = np.sqrt(0.25 * gap[:, :, 0] ** 2 + gap[:, :, 1] ** 2 + gap[:, :, 2] ** 2)
+    return (band * _smoothstep(distance, PAINT_EDGE, 2.0 * PAINT_EDGE)).astype(np.float32)
 
 
 def _inside_outline(crop: FaceCrop) -> np.ndarray:

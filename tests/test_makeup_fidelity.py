@@ -396,6 +396,16 @@ def test_a_turned_selfie_never_takes_the_hair_beside_the_reference_face(selfie):
     assert np.mean(darkened[near_cheek_edge(image, faces(selfie)[0])]) < 0.1
 
 
+@pytest.mark.parametrize("selfie", ["csdmt_source_01.jpg", "psgan_source_01.png"])
+def test_paint_running_on_to_the_reference_outline_reaches_a_turned_selfie_near_cheek(selfie):
+    # Only the part of the outline band unlike the face just inside it is left out: a red band of
+    # paint across the reference's cheek and over its outline is the face, and still reaches the
+    # near cheek's edge (8.4 and 15.8 a* redder when the whole band was left out; 25.7 and 31.6
+    # before any of it was).
+    paint = with_band_over_cheek((120, 10, 25))
+    assert change_under_band(selfie, paint, "full", channel=1) > 18.0
+
+
 def test_a_selfie_no_more_turned_than_the_reference_trusts_its_paint_up_to_its_outline():
     selfie, reference = "sm_source_03.jpg", "cpm_ref_02.png"
     prepared = engine().prepare_reference(photo(reference))
