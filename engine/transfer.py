@@ -516,6 +516,8 @@ def warp_reference(ref: ReferenceFace, crop: FaceCrop, yaw_deg: float) -> Warped
         outline = outline + far * (mirrored[2] - outline)
     # Where hair hides the reference's face the selfie keeps its own, fading in softly around it.
     shown = (index > 0) * (1.0 - np.minimum(blur(hidden, 0.05 * crop.iod), 1.0))
+    if stretched == 0.0:
+        return WarpedReference(warped, shown, shown)
     paint_shown = shown * (1.0 - np.minimum(blur(stretched * outline, 0.05 * crop.iod), 1.0))
     return WarpedReference(warped, shown, paint_shown)
 
