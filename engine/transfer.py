@@ -228,9 +228,7 @@ def prepare_reference(
         mirrored = prepare_reference(np.ascontiguousarray(rgb[:, ::-1]), mirrored_face, working_size)
     crop = crop_face(rgb, face, working_size)
     masks = region_masks(crop.pts, crop.shape, crop.iod)
-    holes = np.zeros(crop.rgb.shape[:2], np.uint8)
-    for poly in (LIPS_INNER, RIGHT_EYE, LEFT_EYE):
-        cv2.fillPoly(holes, [np.round(crop.pts[list(poly)]).astype(np.int32)], (255,))
+    holes = _filled(crop, (LIPS_INNER, RIGHT_EYE, LEFT_EYE))
     # Grown well past the mesh's outlines: sclera or teeth left beside a hole would be smeared into it
     # and painted on the selfie's lids or lips as a pale patch.
     grown = cv2.dilate(holes, disk(0.04 * crop.iod))
@@ -261,22 +259,27 @@ def outline_band(structure: np.ndarray, crop: FaceCrop) -> np.ndarray:
     unlike the face just inside it (hair or background rather than skin, paint or blush running on
     to the outline). `structure` is the crop's structure layer (`structure_layers`)."""
     reach = OUTLINE_BAND * crop.iod
-    inside = cv2.distanceTransform(_inside_outline(crop), cv2.DIST_L2, 3)
+    inside = cv2.distanceTransform(_filled(crop, (FACE_OVAL,)), cv2.DIST_L2, 3)
     band = 1.0 - _smoothstep(inside, 0.0, reach)
     interior = (inside > reach).astype(np.float32)
-    weight = np.maximum(blur(interior, reach), 1e-3)[:, :, None]
-    expected = blur(structure * interior[:, :, None], reach) / weight
-    gap = structure - expected
-    # Lightness counts half, as in `paint_amount`.
-    distance = np.sqrt(0.25 * gap[:, :, 0] ** 2 + gap[:, :, 1] ** 2 + gap[:, :, 2] ** 2)
+    distance = colour_distance(structure - _local_mean(structure, interior, reach))
     return (band * _smoothstep(distance, PAINT_EDGE, 2.0 * PAINT_EDGE)).astype(np.float32)
 
 
-def _inside_outline(crop: FaceCrop) -> np.ndarray:
-    """HxW uint8, 1 inside the face outline."""
-    oval = np.zeros(crop.shape, np.uint8)
-    cv2.fillPoly(oval, [np.round(crop.pts[list(FACE_OVAL)]).astype(np.int32)], (1,))
-    return oval
+def _filled(crop: FaceCrop, polygons: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """HxW uint8, 1 inside the mesh outlines `polygons` (landmark indices) of the crop's face."""
+    mask = np.zeros(crop.shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(crop.pts[list(polygon)]).astype(np.int32) for polygon in polygons], (1,))
+    return mask
+
+
+def _local_mean(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """`values` (HxW or HxWxC) averaged around each pixel over where `weight` (HxW) lies, by a
+    Gaussian of `sigma` pixels."""
+    total = np.maximum(blur(weight, sigma), 1e-3)
+    if values.ndim == 3:
+        return blur(values * weight[:, :, None], sigma) / total[:, :, None]
+    return blur(values * weight, sigma) / total
 
 
 def hair_over_face(
@@ -302,7 +305,7 @@ def hair_over_face(
     dull = np.hypot(structure[:, :, 1], structure[:, :, 2]) < HAIR_CHROMA
     cover = dark & dull & ~kept
     count, labels = cv2.connectedComponents(cover.view(np.uint8), connectivity=8)
-    oval = _inside_outline(crop)
+    oval = _filled(crop, (FACE_OVAL,))
     inside = np.bincount(labels.ravel(), weights=oval.ravel(), minlength=count)
     outside = np.bincount(labels.ravel(), minlength=count) - inside
     hair = outside > inside
@@ -324,10 +327,7 @@ def glasses_over_face(
     dark = lightness < OCCLUDER_DARKNESS * skin_l
     dull = np.hypot(lab[:, :, 1], lab[:, :, 2]) < HAIR_CHROMA
     # Lashes, liner, brows and lips are thin and dark too; frames are looked for on the rest.
-    eyes = np.zeros(crop.shape, np.uint8)
-    for eye in (RIGHT_EYE, LEFT_EYE):
-        cv2.fillPoly(eyes, [np.round(crop.pts[list(eye)]).astype(np.int32)], (1,))
-    lashes = cv2.dilate(eyes, disk(0.08 * crop.iod)) > 0
+    lashes = cv2.dilate(_filled(crop, (RIGHT_EYE, LEFT_EYE)), disk(0.08 * crop.iod)) > 0
     features = lashes | (masks["brows"] > 0.3) | (masks["lips"] > 0.1)
     lines = thin & dark & dull & ~features & (masks["paint"] > 0.05)
     centres = [crop.pts[list(eye)].mean(axis=0) for eye in (RIGHT_EYE, LEFT_EYE)]
@@ -716,10 +716,7 @@ class ReferenceMakeup:
         closed = cv2.morphologyEx(amount, cv2.MORPH_CLOSE, disk(radius))
         solid = _smoothstep(amount, *SOLID_PAINT)
         colour = self.ref_structure[box]
-        around = blur(colour * solid[:, :, None], radius) / np.maximum(blur(solid, radius), 1e-3)[:, :, None]
-        gap = colour - around
-        # Lightness counts half, as in `paint_amount`.
-        distance = np.sqrt(0.25 * gap[:, :, 0] ** 2 + gap[:, :, 1] ** 2 + gap[:, :, 2] ** 2)
+        distance = colour_distance(colour - _local_mean(colour, solid, radius))
         mixed = 1.0 - _smoothstep(distance, 1.5 * PAINT_EDGE, 3.0 * PAINT_EDGE)
         return amount + mixed * (closed - amount)
 
@@ -729,8 +726,7 @@ class ReferenceMakeup:
         blend it with the colours around the mouth."""
         if self.lip_colour is None:
             return np.zeros(self.selfie.masks["lips"][box].shape, np.float32)
-        gap: np.ndarray = self.ref_structure[box] - np.array(self.lip_colour, np.float32)
-        distance = np.sqrt(0.25 * gap[:, :, 0] ** 2 + gap[:, :, 1] ** 2 + gap[:, :, 2] ** 2)
+        distance = colour_distance(self.ref_structure[box] - np.array(self.lip_colour, np.float32))
         return self.selfie.masks["lips"][box] * (1.0 - _smoothstep(distance, PAINT_EDGE, 2.0 * PAINT_EDGE))
 
     def _pigment(self, box: Box) -> np.ndarray:
@@ -748,7 +744,7 @@ class ReferenceMakeup:
         inside = (self.selfie.masks["lips"][box] > 0.3).astype(np.float32)
         sigma = LIP_SMOOTHING * self.selfie.crop.iod
         own = self.structure[0][box]
-        mean_own = blur(own * inside, sigma) / np.maximum(blur(inside, sigma), 1e-3)
+        mean_own = _local_mean(own, inside, sigma)
         colour[:, :, 0] *= _clip(own / np.maximum(mean_own, 1.0), 0.6, 1.4)
         return colour
 
@@ -797,12 +793,14 @@ def in_light(lab: np.ndarray, light_cap: float) -> np.ndarray:
 def paint_amount(ref_structure: np.ndarray, ref_base: np.ndarray) -> np.ndarray:
     """Per pixel, 0 (the reference's bare skin) to 1 (pigment): how far the reference is from its own
     skin base, or from any skin colour at all (a white or blue painted face has a painted base)."""
-    lightness = ref_structure[:, :, 0] - ref_base[:, :, 0]
-    chroma = ref_structure[:, :, 1:] - ref_base[:, :, 1:]
-    # Lightness differences count half: shading and the crease of a bare lid darken skin too.
-    distance = np.sqrt(0.25 * lightness**2 + (chroma**2).sum(axis=2))
-    departure = _smoothstep(distance, *PIGMENT_DISTANCE)
+    departure = _smoothstep(colour_distance(ref_structure - ref_base), *PIGMENT_DISTANCE)
     return np.maximum(departure, 1.0 - skin_likeness(ref_structure)).astype(np.float32)
+
+
+def colour_distance(gap: np.ndarray) -> np.ndarray:
+    """HxW: the size of an HxWx3 CIELAB difference, its lightness counted half (shading, and the
+    crease of a bare lid, change skin's lightness too)."""
+    return np.sqrt(0.25 * gap[:, :, 0] ** 2 + (gap[:, :, 1:] ** 2).sum(axis=2))
 
 
 def skin_likeness(lab: np.ndarray) -> np.ndarray:
