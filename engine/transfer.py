@@ -98,8 +98,12 @@ HAIR_CHROMA = 30.0
 FRINGE_REACH = 0.12
 FRINGE_DARKNESS = 0.55
 FRINGE_SHARE = (0.5, 0.8)  # the share of such points from which the fringe starts and is complete
-# A reference whose skin area carries at least this share of paint wears a painted face.
-PAINTED_FACE_SHARE = 0.28
+# A reference whose skin area carries at least this share of paint wears a painted face. There, a
+# colour counts as paint from the first chroma departure (CIELAB a*b*) from its own skin and fully
+# from the second, or where it is unlike any skin: its lightness alone does not count, since
+# highlighter, contour and hard light change bare skin's lightness too.
+PAINTED_FACE_SHARE = 0.13
+PAINT_CHROMA_DEPARTURE = (8.0, 16.0)
 # Glasses on a reference face: frame lines are thinner than twice GLASSES_LINE (of the eye distance)
 # and as dark and dull as hair; glasses are worn when such lines are seen in at least GLASSES_RIMS of
 # the directions around each eye (GLASSES_REACH from its centre) and cross GLASSES_BRIDGE of the
@@ -389,8 +393,11 @@ def skin_lightness(structure: np.ndarray, skin: np.ndarray) -> float:
 
 
 def _paint_share(structure: np.ndarray, base: np.ndarray, skin: np.ndarray) -> float:
-    """How much of the face's skin area (lips, lids and brows left out) carries paint."""
-    amount = paint_amount(structure, base)
+    """How much of the face's skin area (lips, lids and brows left out) carries paint: colour that
+    departs from its own skin's chroma, or that no skin takes (see PAINTED_FACE_SHARE)."""
+    gap = structure[:, :, 1:] - base[:, :, 1:]
+    departure = _smoothstep(np.sqrt((gap**2).sum(axis=2)), *PAINT_CHROMA_DEPARTURE)
+    amount = np.maximum(departure, 1.0 - skin_likeness(structure))
     return float((amount * skin).sum() / max(float(skin.sum()), 1.0))
 
 

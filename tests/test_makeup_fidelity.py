@@ -214,6 +214,22 @@ def test_full_mode_carries_face_paint_and_natural_mode_says_it_left_it_out():
     assert np.array_equal(full.image[outside], photo(selfie)[outside])
 
 
+def test_only_painted_faces_are_taken_for_painted_ones():
+    photos = [p.name for kind in ("source", "reference") for p in sorted((require_faces() / kind).iterdir())]
+    with_a_face = [name for name in photos if name.endswith((".jpg", ".png")) and faces(name)]
+    painted = {name for name in with_a_face if engine().prepare_reference(photo(name)).has_paint}
+    creative = {
+        *("sm_ref_01.jpg", "sm_ref_02.jpg", "sm_ref_03.jpg", "sm_ref_04.png"),
+        *("cpm_ref_01.png", "shmt_ref_01.jpg"),
+    }
+    # Either way: butterflies painted on a small part of the face; a pencil face chart and a pale
+    # studio base under a plastic sheet, whose skin no skin colour matches; a face in hard backlight
+    # under a hat's shadow, whose skin reads as grey and pink. The studio-lit beauty photos (glowing
+    # highlighter, contour: cpm_ref_03, shmt_ref_02) are natural makeup.
+    either = {"cpm_ref_02.png", "csdmt_ref_01.png", "scgan_ref_01.png", "tmw_source_01.jpg"}
+    assert creative <= painted <= creative | either
+
+
 def test_full_mode_never_whitens_a_dark_selfie_with_a_light_reference_without_paint():
     selfie, reference = "fr_source_01.jpg", "elegant_ref_02.png"
     face = faces(selfie)[0]
