@@ -104,6 +104,11 @@ FRINGE_SHARE = (0.5, 0.8)  # the share of such points from which the fringe star
 # highlighter, contour and hard light change bare skin's lightness too.
 PAINTED_FACE_SHARE = 0.13
 PAINT_CHROMA_DEPARTURE = (8.0, 16.0)
+# So does one whose skin area carries at least this share of vivid colour at a hue no skin has
+# (blue, green, purple; from the first chroma and fully from the second): butterflies, gems or a
+# small painted pattern, where a plain eye shadow reaches past the lids far less.
+VIVID_FACE_SHARE = 0.015
+VIVID_CHROMA = (20.0, 30.0)
 # Glasses on a reference face: frame lines are thinner than twice GLASSES_LINE (of the eye distance)
 # and as dark and dull as hair; glasses are worn when such lines are seen in at least GLASSES_RIMS of
 # the directions around each eye (GLASSES_REACH from its centre) and cross GLASSES_BRIDGE of the
@@ -179,6 +184,7 @@ class ReferenceFace:
     yaw_deg: float
     mirrored: ReferenceFace | None = None
     paint_share: float = 0.0  # share of its bare-skin area that carries paint, 0 to 1
+    vivid_share: float = 0.0  # share of its bare-skin area in vivid colours no skin has, 0 to 1
     lip_colour: tuple[float, float, float] | None = None  # median Lab of its lips; None: not seen
     hidden: np.ndarray | None = None  # HxW float32, 1 where hair or glasses hide its face
     fringe: float = 0.0  # 0 to 1: how much of its brows a fringe hides (`fringe_over_brows`)
@@ -187,7 +193,7 @@ class ReferenceFace:
     @property
     def has_paint(self) -> bool:
         """Face paint or a stage base: more than lips and lids, carried only by the full look."""
-        return self.paint_share >= PAINTED_FACE_SHARE
+        return self.paint_share >= PAINTED_FACE_SHARE or self.vivid_share >= VIVID_FACE_SHARE
 
 
 def crop_face(rgb: np.ndarray, face: Face, working_size: int) -> FaceCrop:
@@ -251,6 +257,7 @@ def prepare_reference(
         face.yaw_deg,
         mirrored,
         _paint_share(structure, base, masks["skin"]),
+        _vivid_share(structure, masks["skin"]),
         _lip_colour(lab, masks["lips"]),
         np.maximum(hair_over_face(structure, base, crop, masks, skin_l, fringe), glasses),
         fringe,
@@ -399,6 +406,13 @@ def _paint_share(structure: np.ndarray, base: np.ndarray, skin: np.ndarray) -> f
     departure = _smoothstep(np.sqrt((gap**2).sum(axis=2)), *PAINT_CHROMA_DEPARTURE)
     amount = np.maximum(departure, 1.0 - skin_likeness(structure))
     return float((amount * skin).sum() / max(float(skin.sum()), 1.0))
+
+
+def _vivid_share(structure: np.ndarray, skin: np.ndarray) -> float:
+    """How much of the face's skin area is in vivid colours no skin has (see VIVID_FACE_SHARE)."""
+    a, b = structure[:, :, 1], structure[:, :, 2]
+    vivid = (1.0 - skin_hue(a, b)) * _smoothstep(np.sqrt(a**2 + b**2), *VIVID_CHROMA)
+    return float((vivid * skin).sum() / max(float(skin.sum()), 1.0))
 
 
 def _lip_colour(lab: np.ndarray, lips: np.ndarray) -> tuple[float, float, float] | None:
@@ -814,10 +828,13 @@ def skin_likeness(lab: np.ndarray) -> np.ndarray:
     """1 for colours human skin takes under ordinary light (any tone), falling to 0 for grey, white,
     black, blue, green or purple: warm hues at moderate chroma."""
     a, b = lab[:, :, 1], lab[:, :, 2]
-    chroma = np.sqrt(a**2 + b**2)
+    return skin_hue(a, b) * _smoothstep(np.sqrt(a**2 + b**2), 3.0, 9.0)
+
+
+def skin_hue(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 for the warm hues of skin (CIELAB hue 20 to 80 degrees), falling to 0 by -5 and 100."""
     hue = np.degrees(np.arctan2(b, a))
-    warm = _smoothstep(hue, -5.0, 20.0) * (1.0 - _smoothstep(hue, 80.0, 100.0))
-    return warm * _smoothstep(chroma, 3.0, 9.0)
+    return _smoothstep(hue, -5.0, 20.0) * (1.0 - _smoothstep(hue, 80.0, 100.0))
 
 
 def _smoothstep(x: np.ndarray, low: float, high: float) -> np.ndarray:
