@@ -821,7 +821,9 @@ def paint_amount(ref_structure: np.ndarray, ref_base: np.ndarray) -> np.ndarray:
 def colour_distance(gap: np.ndarray) -> np.ndarray:
     """HxW: the size of an HxWx3 CIELAB difference, its lightness counted half (shading, and the
     crease of a bare lid, change skin's lightness too)."""
-    return np.sqrt(0.25 * gap[:, :, 0] ** 2 + (gap[:, :, 1:] ** 2).sum(axis=2))
+    # Split planes: numpy's sum over a trailing axis of 2 costs ten times the whole of this.
+    lightness, a, b = cv2.split(gap)
+    return np.sqrt(0.25 * lightness**2 + (a**2 + b**2))
 
 
 def skin_likeness(lab: np.ndarray) -> np.ndarray:
