@@ -440,6 +440,17 @@ def _nonzero_box(mask: np.ndarray) -> Box:
     return slice(y, y + h), slice(x, x + w)
 
 
+def _overlap(box: Box, other: Box) -> tuple[Box, Box]:
+    """Where `other` overlaps `box`: in crop pixels, and in pixels of `box` (empty where it does not)."""
+    spans = []
+    for outer, inner in zip(box, other, strict=True):
+        start = max(outer.start, inner.start)
+        stop = max(min(outer.stop, inner.stop), start)
+        spans.append((slice(start, stop), slice(start - outer.start, stop - outer.start)))
+    (rows, rows_within), (cols, cols_within) = spans
+    return (rows, cols), (rows_within, cols_within)
+
+
 def structure_layers(lab: np.ndarray, iod: float) -> np.ndarray:
     """Edge-preserving structure of lightness (the detail layer is what it leaves out) and lightly
     smoothed chroma, so skin texture and JPEG noise are not treated as makeup."""
@@ -746,10 +757,17 @@ class ReferenceMakeup:
         """0 to 1 over the selfie's lips where the reference there wears its lipstick: the lips
         region has laid it already, in the selfie's own lip shading, and paint's smoothing would only
         blend it with the colours around the mouth."""
-        if self.lip_colour is None:
-            return np.zeros(self.selfie.masks["lips"][box].shape, np.float32)
-        distance = colour_distance(self.ref_structure[box] - np.array(self.lip_colour, np.float32))
-        return self.selfie.masks["lips"][box] * (1.0 - _smoothstep(distance, PAINT_EDGE, 2.0 * PAINT_EDGE))
+        lipstick = np.zeros(self.selfie.masks["lips"][box].shape, np.float32)
+        # Worked out over the lips' own box only (a tenth of the paint's): outside it the lips mask,
+        # and so the lipstick, is 0.
+        lips, within = _overlap(box, self.selfie.boxes["lips"])
+        if self.lip_colour is None or lipstick[within].size == 0:
+            return lipstick
+        distance = colour_distance(self.ref_structure[lips] - np.array(self.lip_colour, np.float32))
+        lipstick[within] = self.selfie.masks["lips"][lips] * (
+            1.0 - _smoothstep(distance, PAINT_EDGE, 2.0 * PAINT_EDGE)
+        )
+        return lipstick
 
     def _pigment(self, box: Box) -> np.ndarray:
         return in_light(self.ref_structure[box], self.light_cap)
