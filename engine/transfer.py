@@ -806,10 +806,9 @@ def paint_low_pass(lab: np.ndarray, sigma: float) -> np.ndarray:
     lightness, which carries the shading, through a Gaussian; colour through a guided filter led by
     the image itself, which keeps edges between colours more than PAINT_EDGE apart."""
     lab = np.ascontiguousarray(lab)
-    # Planes by `cv2.split`: copying strided channels with numpy costs several times more.
-    lightness, a, b = cv2.split(lab)
-    a, b = cv2.split(cv2.ximgproc.guidedFilter(lab, cv2.merge([a, b]), max(1, round(sigma)), PAINT_EDGE**2))
-    return cv2.merge([blur(lightness, sigma), a, b])
+    chroma = np.ascontiguousarray(lab[:, :, 1:])
+    a, b = cv2.split(cv2.ximgproc.guidedFilter(lab, chroma, max(1, round(sigma)), PAINT_EDGE**2))
+    return cv2.merge([blur(np.ascontiguousarray(lab[:, :, 0]), sigma), a, b])
 
 
 def white_point(structure: np.ndarray, where: np.ndarray) -> float:
