@@ -667,11 +667,10 @@ class ReferenceMakeup:
         ref_structure = structure_layers(warped.lab, selfie.crop.iod)
         skin = (selfie.masks["skin"] > 0.5) & (warped.shown > 0.5)
         ref_base = skin_base(ref_structure, skin, selfie.crop.pts)
-        ratio = ref_structure[:, :, 0] / np.maximum(ref_base[:, :, 0], 1.0)
-        offset = ref_structure - ref_base
         # Kept as separate planes, like the selfie's layers below: every per-region step then runs
         # on contiguous rows instead of strided channels, several times faster.
-        self.change = (ratio, np.ascontiguousarray(offset[:, :, 1]), np.ascontiguousarray(offset[:, :, 2]))
+        (ref_l, ref_a, ref_b), (base_l, base_a, base_b) = cv2.split(ref_structure), cv2.split(ref_base)
+        self.change = (ref_l / np.maximum(base_l, 1.0), ref_a - base_a, ref_b - base_b)
         # Skin and cheeks only take the reference's broad strokes (see SHEER_REGIONS).
         smooth = blur(cv2.merge(self.change), 0.15 * selfie.crop.iod)
         self.smooth_change = tuple(cv2.split(smooth))
@@ -820,14 +819,11 @@ def white_point(structure: np.ndarray, where: np.ndarray) -> float:
 def in_light(lab: np.ndarray, light_cap: float) -> np.ndarray:
     """Reference colours (HxWx3 Lab) on the selfie: never lighter than `light_cap` and with no more
     chroma than their lightness can carry, so an underexposed photo never glows."""
-    out = lab.copy()
-    lightness = np.minimum(lab[:, :, 0], light_cap)
-    out[:, :, 0] = lightness
-    chroma = np.sqrt(lab[:, :, 1] ** 2 + lab[:, :, 2] ** 2)
+    lightness, a, b = cv2.split(lab)  # planes: strided channel arithmetic costs more than the split
+    lightness = np.minimum(lightness, light_cap)
+    chroma = np.sqrt(a**2 + b**2)
     fade = np.minimum(1.0, MAX_CHROMA_PER_L * lightness / np.maximum(chroma, 1e-3))
-    out[:, :, 1] *= fade
-    out[:, :, 2] *= fade
-    return out
+    return cv2.merge([lightness, a * fade, b * fade])
 
 
 def paint_amount(ref_structure: np.ndarray, ref_base: np.ndarray) -> np.ndarray:
@@ -848,7 +844,7 @@ def colour_distance(gap: np.ndarray) -> np.ndarray:
 def skin_likeness(lab: np.ndarray) -> np.ndarray:
     """1 for colours human skin takes under ordinary light (any tone), falling to 0 for grey, white,
     black, blue, green or purple: warm hues at moderate chroma."""
-    a, b = lab[:, :, 1], lab[:, :, 2]
+    _, a, b = cv2.split(lab)  # contiguous planes: strided channel arithmetic costs more than the split
     return skin_hue(a, b) * _smoothstep(np.sqrt(a**2 + b**2), 3.0, 9.0)
 
 
