@@ -855,7 +855,7 @@ def skin_hue(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _smoothstep(x: np.ndarray, low: float, high: float) -> np.ndarray:
-    t = np.clip((x - low) / (high - low), 0.0, 1.0)
+    t = _clip((x - low) / (high - low), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
