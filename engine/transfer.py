@@ -405,15 +405,18 @@ def _paint_share(structure: np.ndarray, base: np.ndarray, skin: np.ndarray) -> f
     departs from its own skin's chroma, or that no skin takes (see PAINTED_FACE_SHARE)."""
     gap = structure[:, :, 1:] - base[:, :, 1:]
     departure = _smoothstep(np.sqrt((gap**2).sum(axis=2)), *PAINT_CHROMA_DEPARTURE)
-    amount = np.maximum(departure, 1.0 - skin_likeness(structure))
-    return float((amount * skin).sum() / max(float(skin.sum()), 1.0))
+    return _share_of(np.maximum(departure, 1.0 - skin_likeness(structure)), skin)
 
 
 def _vivid_share(structure: np.ndarray, skin: np.ndarray) -> float:
     """How much of the face's skin area is in vivid colours no skin has (see VIVID_FACE_SHARE)."""
     a, b = structure[:, :, 1], structure[:, :, 2]
-    vivid = (1.0 - skin_hue(a, b)) * _smoothstep(np.sqrt(a**2 + b**2), *VIVID_CHROMA)
-    return float((vivid * skin).sum() / max(float(skin.sum()), 1.0))
+    return _share_of((1.0 - skin_hue(a, b)) * _smoothstep(np.sqrt(a**2 + b**2), *VIVID_CHROMA), skin)
+
+
+def _share_of(amount: np.ndarray, skin: np.ndarray) -> float:
+    """The mean of `amount` (HxW, 0 to 1) over the skin mask `skin`."""
+    return float((amount * skin).sum() / max(float(skin.sum()), 1.0))
 
 
 def _lip_colour(lab: np.ndarray, lips: np.ndarray) -> tuple[float, float, float] | None:
