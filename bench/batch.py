@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    if args.rows <= SHORT_BATCH:
+        parser.error(f"--rows must exceed the {SHORT_BATCH} rows of the start-up batch subtracted from it")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         selfies = write_selfies(folder)
