@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Protocol
 
 import cv2
@@ -510,7 +511,10 @@ def _quadratic_terms(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def mesh_triangles() -> np.ndarray:
-    """The face mesh's triangles (T, 3), recovered from mediapipe's tessellation edges."""
+    """The face mesh's triangles (T, 3), recovered from mediapipe's tessellation edges, and fans
+    closing its eye and mouth holes: warped, the reference then covers the whole face (its own
+    eyes and mouth are filled in, see `prepare_reference`), so no filter of the warped face ever
+    mixes in what lies off it."""
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
 
     neighbours: dict[int, set[int]] = {}
@@ -520,7 +524,8 @@ def mesh_triangles() -> np.ndarray:
     triangles = {
         tuple(sorted((a, b, c))) for a, near in neighbours.items() for b in near for c in near & neighbours[b]
     }
-    return np.array(sorted(triangles), dtype=np.int32)
+    fans = {(ring[0], a, b) for ring in (RIGHT_EYE, LEFT_EYE, LIPS_INNER) for a, b in pairwise(ring[1:])}
+    return np.array(sorted(triangles) + sorted(fans), dtype=np.int32)
 
 
 @dataclass(frozen=True)
@@ -542,11 +547,12 @@ def warp_reference(ref: ReferenceFace, crop: FaceCrop, yaw_deg: float) -> Warped
     affine maps are solved at once, and one `cv2.remap` samples the reference.
     """
     index = _triangle_index(crop.pts, crop.shape)
+    nearest = _nearest_triangle(index)
     stretched = float(_smoothstep(np.array(abs(yaw_deg) - abs(ref.yaw_deg)), *TURN_STRETCHES_OUTLINE))
-    warped, hidden, outline = _sample(_at_scale(ref, crop.iod), crop.pts, index, stretched > 0.0)
+    warped, hidden, outline = _sample(_at_scale(ref, crop.iod), crop.pts, nearest, stretched > 0.0)
     if ref.mirrored is not None:
         far = _far_half(crop, ref.yaw_deg)
-        mirrored = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, index, stretched > 0.0)
+        mirrored = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, nearest, stretched > 0.0)
         warped = warped + cv2.merge([far, far, far]) * (mirrored[0] - warped)
         hidden = hidden + far * (mirrored[1] - hidden)
         outline = outline + far * (mirrored[2] - outline)
@@ -583,6 +589,18 @@ def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     for i, tri in enumerate(fixed):
         cv2.fillConvexPoly(index, tri, (i + 1,), cv2.LINE_8, 4)
     return index
+
+
+def _nearest_triangle(index: np.ndarray) -> np.ndarray:
+    """`index` with every pixel off the mesh given its nearest triangle: the warp carries on past the
+    face outline, so what lies beyond it is the reference's own surroundings there, which every
+    filter of the warped face (and so the makeup along the outline) blends in, not one arbitrary
+    colour."""
+    _, labels = cv2.distanceTransformWithLabels(
+        (index == 0).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    # Labels number the mesh's pixels in raster order, the order boolean indexing takes them in.
+    return index[index > 0][labels - 1]
 
 
 def _sample(

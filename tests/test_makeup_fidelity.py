@@ -6,6 +6,7 @@ unmistakable, a dim photo never glows, and full mode carries face paint without 
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -453,3 +454,19 @@ def test_full_mode_lips_wear_the_reference_lipstick_as_natural_mode_does(selfie)
     target = median_lab(photo(reference), mask(photo(reference), faces(reference)[0], "lips"))
     lips = mask(photo(selfie), faces(selfie)[0], "lips")
     assert delta_e(median_lab(made_up(selfie, reference, mode="full"), lips), target) < 12.0
+
+
+@pytest.mark.parametrize("mode", ["natural", "full"])
+def test_the_corner_of_the_reference_crop_never_colours_the_selfie(mode):
+    # The warp once sent every selfie pixel off the mesh (its eye and mouth openings, beyond its
+    # outline) to the corner of the reference's crop, some hair or background; the makeup's filters
+    # spread that colour on to the lids, lips and face edge: up to 100 levels apart behind a black
+    # corner and a white one in full mode, 10 in natural mode.
+    selfie, reference = "elegant_source_01.png", "shmt_ref_01.jpg"
+    prepared = engine().prepare_reference(photo(reference))
+    results = []
+    for corner in (0.0, 100.0):  # CIELAB lightness: black, then white
+        lab_ = prepared.lab.copy()
+        lab_[:20, :20] = (corner, 0.0, 0.0)
+        results.append(engine().apply_array(photo(selfie), replace(prepared, lab=lab_), mode=mode).image)
+    assert np.abs(results[0].astype(np.int16) - results[1].astype(np.int16)).max() <= 1
