@@ -815,20 +815,24 @@ class ReferenceMakeup:
         painted line) stay sharp: its colours are smoothed by a filter that keeps edges, guided by
         the paint itself; its lightness, which carries the shading, is smoothed through them."""
         sigma = smoothing * self.selfie.crop.iod
-        colour = paint_low_pass(pigment, sigma)
+        colour = paint_low_pass(pigment, sigma, self.paint_shown[box])
         own = self.structure[0][box]
         colour[:, :, 0] *= _clip(own / np.maximum(blur(own, sigma), 1.0), 0.5, 1.5) ** PAINT_SHADING
         return colour
 
 
-def paint_low_pass(lab: np.ndarray, sigma: float) -> np.ndarray:
+def paint_low_pass(lab: np.ndarray, sigma: float, weight: np.ndarray | None = None) -> np.ndarray:
     """HxWx3 Lab without its detail finer than `sigma` pixels, but with paint's edges kept sharp:
     lightness, which carries the shading, through a Gaussian; colour through a guided filter led by
-    the image itself, which keeps edges between colours more than PAINT_EDGE apart."""
+    the image itself, which keeps edges between colours more than PAINT_EDGE apart. `weight` (HxW,
+    0 to 1): how far each pixel's lightness counts, so that none spreads from where the reference
+    is hidden (hair over it) or off its face."""
     lab = np.ascontiguousarray(lab)
     chroma = np.ascontiguousarray(lab[:, :, 1:])
     a, b = cv2.split(cv2.ximgproc.guidedFilter(lab, chroma, max(1, round(sigma)), PAINT_EDGE**2))
-    return cv2.merge([blur(np.ascontiguousarray(lab[:, :, 0]), sigma), a, b])
+    lightness = np.ascontiguousarray(lab[:, :, 0])
+    smooth = blur(lightness, sigma) if weight is None else _local_mean(lightness, weight, sigma)
+    return cv2.merge([smooth, a, b])
 
 
 def white_point(structure: np.ndarray, where: np.ndarray) -> float:

@@ -19,7 +19,7 @@ from engine.faces import Face
 from engine.images import encode_image, load_image
 from engine.regions import FACE_OVAL
 from engine.settings import EngineSettings
-from engine.transfer import _triangle_affines
+from engine.transfer import _triangle_affines, paint_low_pass
 from tests.conftest import REPO_ROOT, face_path
 from tests.engine_helpers import LIMITS, backend, delta_e, faces, makeup_colour, mask, mean_lab, photo
 
@@ -213,6 +213,17 @@ def test_a_turned_reference_makes_up_both_eyes_alike():
     ]
     assert np.linalg.norm(changes[0]) > 3 and np.linalg.norm(changes[1]) > 3
     assert delta_e(*changes) < 3.0
+
+
+def test_paint_lightness_never_takes_in_what_its_weight_leaves_out():
+    # White paint beside black hair over the reference's face: the hair is hidden (weight 0), and
+    # the paint beside it stays white instead of greying towards it.
+    lab = np.zeros((64, 64, 3), np.float32)
+    lab[:, :32, 0], lab[:, 32:, 0] = 90.0, 10.0
+    weight = np.zeros((64, 64), np.float32)
+    weight[:, :32] = 1.0
+    assert paint_low_pass(lab, 6.0, weight)[:, :32, 0].min() > 89.5
+    assert paint_low_pass(lab, 6.0)[:, :32, 0].min() < 60.0  # unweighted, it does
 
 
 def test_triangle_affines_send_each_destination_triangle_onto_its_source():
