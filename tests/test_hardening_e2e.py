@@ -158,10 +158,11 @@ async def test_the_daily_quota_holds_across_restarts_and_resets_at_midnight(
     fake: FakeTelegram, tmp_path: Path, shared_engine_queue: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = configured(fake, tmp_path, limits=LimitsSettings(user_per_minute=0, user_per_day=2))
-    # Two try-ons earlier today, stored by an earlier run of the bot.
-    earlier = [datetime.now(UTC) - timedelta(minutes=minutes) for minutes in (30, 90)]
-    await (await store_usage(settings, ALICE, earlier)).close()
     now = [datetime.now(UTC).replace(hour=23, minute=58)]
+    # Two try-ons earlier that day, stored by an earlier run of the bot (relative to the bot's clock:
+    # relative to the real one they fell on the day before when the suite ran just after midnight).
+    earlier = [now[0] - timedelta(minutes=minutes) for minutes in (30, 90)]
+    await (await store_usage(settings, ALICE, earlier)).close()
     monkeypatch.setattr(serve_command, "serve", functools.partial(serve_command.serve, clock=lambda: now[0]))
 
     async with serving(settings, fake):
