@@ -27,6 +27,15 @@ FACE_OVAL = (
 )
 CHEEKS = (50, 280)  # apples of the cheeks
 FOREHEAD_TOP, CHIN = 10, 152
+TEMPLES = (54, 284)  # the face outline's points at the temples
+
+# How far up the forehead skin and paint reach (where their fade starts and ends, as shares of the
+# way from the brows to the mesh's top edge). Skin stops well short of the hairline, so hair and
+# bangs are never smeared; above it, the hairline band is the top of a painted forehead or the
+# selfie's hair, which paint tells apart by colour and texture.
+SKIN_FOREHEAD = (0.15, 0.7)
+HAIRLINE_FOREHEAD = (0.6, 0.9)
+TEMPLE_FADE = (0.5, 0.8)  # the band fades across the forehead over these shares of its half-width
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _ONE = 1 << _SHIFT
@@ -82,7 +91,8 @@ def _eye_shadow_zone(
 
 def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[str, np.ndarray]:
     """Masks for lips, eyes (shadow + liner), brows, blush, skin and paint (the whole face but eyeballs
-    and the open mouth) for one face.
+    and the open mouth) for one face, and the hairline band above the skin's reach that paint takes
+    where the face shows bare skin there (the caller tells it from hair).
 
     `pts` are the 478 landmarks in the crop's pixel coordinates; `iod` their inter-ocular distance.
     """
@@ -118,10 +128,19 @@ def region_masks(pts: np.ndarray, shape: tuple[int, int], iod: float) -> dict[st
 
     # The same soft edges as the feature masks, so skin and features blend without a gap or a seam.
     features = np.maximum.reduce([lips_soft, eyes_soft, eyeballs, brows])
-    fade = _forehead_fade(pts, shape)
+    fade = _forehead_fade(pts, shape, *SKIN_FOREHEAD)
     skin = (1.0 - features) * fade
     paint = (1.0 - eyeballs) * (1.0 - mouth) * fade
-    masks = {"lips": lips, "eyes": eyes, "brows": brows, "blush": blush * skin, "skin": skin, "paint": paint}
+    hairline = (_forehead_fade(pts, shape, *HAIRLINE_FOREHEAD) - fade) * _off_temples(pts, shape)
+    masks = {
+        "lips": lips,
+        "eyes": eyes,
+        "brows": brows,
+        "blush": blush * skin,
+        "skin": skin,
+        "paint": paint,
+        "hairline": hairline,
+    }
     oval = _inner_fade(pts, shape, 0.12 * iod)
     return {name: m * oval for name, m in masks.items()}
 
@@ -150,15 +169,30 @@ def disk(radius: float) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def _forehead_fade(pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """1 below the brows, fading to 0 well before the mesh's top edge, along the face's own vertical
-    axis (head tilt included): the hairline is never touched, so hair and bangs are never smeared."""
+def _off_temples(pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """1 over the middle of the forehead, fading to 0 towards the temples (across the face's own
+    axis), where a reference's hair meets its face outline and a turned selfie stretches it."""
+    top, chin = pts[FOREHEAD_TOP], pts[CHIN]
+    axis = (top - chin) / max(float(np.linalg.norm(top - chin)), 1e-6)
+    across = np.array([axis[1], -axis[0]], np.float32)
+    half_width = max(abs(float((pts[TEMPLES[1]] - pts[TEMPLES[0]]) @ across)) / 2, 1.0)
+    h, w = shape
+    xs = np.arange(w, dtype=np.float32)[None, :] - top[0]
+    ys = np.arange(h, dtype=np.float32)[:, None] - top[1]
+    side = np.abs(xs * across[0] + ys * across[1]) / half_width
+    start, end = TEMPLE_FADE
+    return np.clip((end - side) / (end - start), 0.0, 1.0).astype(np.float32)
+
+
+def _forehead_fade(pts: np.ndarray, shape: tuple[int, int], start: float, end: float) -> np.ndarray:
+    """1 below the brows, fading to 0 from `start` to `end` of the way from the brows to the mesh's
+    top edge, along the face's own vertical axis (head tilt included)."""
     top, chin = pts[FOREHEAD_TOP], pts[CHIN]
     axis = (top - chin) / max(float(np.linalg.norm(top - chin)), 1e-6)
     brow_y = float(np.mean((pts[list(RIGHT_BROW_UPPER + LEFT_BROW_UPPER)] - chin) @ axis))
     top_y = float((top - chin) @ axis)
-    fade_start = brow_y + 0.15 * (top_y - brow_y)
-    fade_end = brow_y + 0.7 * (top_y - brow_y)
+    fade_start = brow_y + start * (top_y - brow_y)
+    fade_end = brow_y + end * (top_y - brow_y)
     h, w = shape
     xs = np.arange(w, dtype=np.float32)[None, :]
     ys = np.arange(h, dtype=np.float32)[:, None]

@@ -92,6 +92,11 @@ OCCLUDER_DARKNESS = 0.6
 OCCLUDER_LIGHTING = 0.25
 # A glasses frame is a line at least this much darker (CIELAB lightness) than the skin beside it.
 OCCLUDER_LINE_DEPTH = 12.0
+# Skin at the top of a forehead is compared with the skin within this reach (eye distances) below
+# it; it is hair from these colour distances, and from these ratios of its texture to the skin's.
+HAIRLINE_REACH = 0.3
+HAIR_COLOUR_DISTANCE = (6.0, 12.0)
+HAIR_TEXTURE = (1.3, 2.0)
 # Hair is duller than this chroma; red or blue paint beside a dark hat, or a clown's painted arcs, are not.
 HAIR_CHROMA = 30.0
 # A reference's brows are under a fringe where, this far above them (eye distances), it is darker than
@@ -436,7 +441,32 @@ def analyse_selfie(crop: FaceCrop) -> SelfieLayers:
     masks = region_masks(crop.pts, crop.shape, crop.iod)
     structure = structure_layers(lab, crop.iod)
     base = skin_base(structure, masks["skin"] > 0.5, crop.pts)
+    _paint_hairline(masks, lab, structure, crop.iod)
     return SelfieLayers(crop, lab, structure, base, masks, {r: _nonzero_box(m) for r, m in masks.items()})
+
+
+def _paint_hairline(masks: dict[str, np.ndarray], lab: np.ndarray, structure: np.ndarray, iod: float) -> None:
+    """Paint takes the hairline band (`region_masks`) where it shows bare skin: worked out over the
+    band's box, reaching down to the skin it is compared with."""
+    hairline = masks.pop("hairline")
+    rows, cols = _nonzero_box(hairline)
+    if rows.start == rows.stop:
+        return
+    box = slice(rows.start, rows.stop + round(2.0 * HAIRLINE_REACH * iod)), cols
+    masks["paint"][box] += hairline[box] * bare_skin(lab[box], structure[box], masks["skin"][box], iod)
+
+
+def bare_skin(lab: np.ndarray, structure: np.ndarray, skin: np.ndarray, iod: float) -> np.ndarray:
+    """HxW float32, 1 where a face shows skin like that of its `skin` mask nearby: that colour, and
+    as smooth; falling to 0 for hair, whose strands give it texture even where its colour is near
+    the skin's (a blond fringe)."""
+    nearby = _local_mean(structure, skin, HAIRLINE_REACH * iod)
+    colour = 1.0 - _smoothstep(colour_distance(structure - nearby), *HAIR_COLOUR_DISTANCE)
+    detail = lab[:, :, 0] - structure[:, :, 0]
+    texture = np.sqrt(blur(detail * detail, 0.05 * iod))
+    skin_texture = max(float(np.median(texture[skin > 0.5])), 0.3) if (skin > 0.5).any() else 1.0
+    smooth = 1.0 - _smoothstep(texture / skin_texture, *HAIR_TEXTURE)
+    return (colour * smooth).astype(np.float32)
 
 
 def _nonzero_box(mask: np.ndarray) -> Box:

@@ -298,6 +298,44 @@ def test_a_fringe_over_the_reference_forehead_never_paints_the_selfie_in_full_mo
     assert abs(mean_lab(result, band)[0] - mean_lab(photo(selfie), band)[0]) < 3.0
 
 
+def upper_forehead(selfie: str) -> np.ndarray:
+    """The selfie's face between 0.65 and 0.85 of the way up from its brows to the mesh's top edge:
+    where a fringe lies, or the top of a bare forehead."""
+    face, image = faces(selfie)[0], photo(selfie)
+    top, chin = face.landmarks[10], face.landmarks[152]
+    up = (top - chin) / np.linalg.norm(top - chin)
+    ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
+    height = (xs - chin[0]) * up[0] + (ys - chin[1]) * up[1]
+    brows = float(np.mean((face.landmarks[list(RIGHT_BROW_UPPER + LEFT_BROW_UPPER)] - chin) @ up))
+    reach = float((top - chin) @ up) - brows
+    oval = polygon(image, face, FACE_OVAL)
+    return oval & (height > brows + 0.65 * reach) & (height < brows + 0.85 * reach)
+
+
+@pytest.mark.parametrize("selfie", ["shmt_source_02.jpg", "sm_source_02.jpg", "fr_source_01.jpg"])
+def test_full_mode_paints_the_top_of_a_bare_forehead(selfie):
+    # The Joker's white base runs up to his hairline; it once faded out halfway up the forehead
+    # (1.9 to 2.5 CIELAB units of change at the top of these bare foreheads).
+    face, image = faces(selfie)[0], photo(selfie)
+    spot = np.zeros(image.shape[:2], np.uint8)
+    centre = face.landmarks[10] + 0.2 * (face.landmarks[168] - face.landmarks[10])
+    cv2.circle(spot, tuple(np.round(centre).astype(int)), round(0.1 * face.inter_ocular), (1,), -1)
+    result = made_up(selfie, "sm_ref_01.jpg", mode="full")
+    assert delta_e(mean_lab(result, spot > 0), mean_lab(image, spot > 0)) > 6.0
+
+
+def test_full_mode_never_paints_the_selfie_fringe():
+    # sm_source_04's blond fringe covers most of the top of her forehead, close to her skin in
+    # colour: painted like the bare skin beside it, the Joker's white changed it by 15 units.
+    selfie = "sm_source_04.jpg"
+    image = photo(selfie)
+    cheek = median_lab(image, mask(image, faces(selfie)[0], "blush"))
+    hair = upper_forehead(selfie) & (np.linalg.norm(lab(image) - cheek, axis=2) > 20.0)
+    assert hair.sum() > 500
+    result = made_up(selfie, "sm_ref_01.jpg", mode="full")
+    assert np.mean(np.linalg.norm(lab(result)[hair] - lab(image)[hair], axis=1)) < 4.0
+
+
 @pytest.mark.parametrize("selfie", ["elegant_source_01.png", "sm_source_03.jpg"])
 def test_white_paint_over_the_reference_brows_never_erases_the_selfie_brows(selfie):
     reference = photo("shmt_ref_04.jpg").copy()
