@@ -636,13 +636,14 @@ def _nearest_triangle(index: np.ndarray) -> np.ndarray:
 def _sample(
     ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray, with_outline: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The reference's Lab, its `hidden` mask and, if asked, its `outline` band, warped onto
-    `index` (zeros for a mask it has none of, or not asked for)."""
+    """The reference's Lab, its `hidden` mask and, if asked, its `outline` band, warped onto the
+    pixels of `index`, each by the map of its triangle (1 + its index in `mesh_triangles`; see
+    `_nearest_triangle`), as zeros for a mask it has none of, or not asked for."""
     triangles = mesh_triangles()
     affines = _triangle_affines(dst_pts[triangles], ref.pts[triangles]).reshape(-1, 6)
-    # Row 0 serves pixels outside the mesh: it sends them to (-1, -1), off the reference. Looking
-    # each coefficient up by the index image is far cheaper than gathering 2x3 matrices per pixel.
-    table = np.vstack([np.array([0, 0, -1, 0, 0, -1], np.float32), affines])
+    # Looking each coefficient up by the index image is far cheaper than gathering 2x3 matrices per
+    # pixel; its numbers start at 1, so row 0 only pads the table.
+    table = np.vstack([np.zeros((1, 6), np.float32), affines])
     a, b, c, d, e, f = (np.take(table[:, k], index) for k in range(6))
     h, w = index.shape
     xs = np.arange(w, dtype=np.float32)[None, :]
