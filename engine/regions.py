@@ -169,11 +169,16 @@ def disk(radius: float) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
+def _upward(pts: np.ndarray) -> np.ndarray:
+    """The unit vector from the chin to the top of the forehead: the face's own vertical axis."""
+    up = pts[FOREHEAD_TOP] - pts[CHIN]
+    return up / max(float(np.linalg.norm(up)), 1e-6)
+
+
 def _off_temples(pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """1 over the middle of the forehead, fading to 0 towards the temples (across the face's own
     axis), where a reference's hair meets its face outline and a turned selfie stretches it."""
-    top, chin = pts[FOREHEAD_TOP], pts[CHIN]
-    axis = (top - chin) / max(float(np.linalg.norm(top - chin)), 1e-6)
+    top, axis = pts[FOREHEAD_TOP], _upward(pts)
     across = np.array([axis[1], -axis[0]], np.float32)
     half_width = max(abs(float((pts[TEMPLES[1]] - pts[TEMPLES[0]]) @ across)) / 2, 1.0)
     h, w = shape
@@ -187,8 +192,7 @@ def _off_temples(pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _forehead_fade(pts: np.ndarray, shape: tuple[int, int], start: float, end: float) -> np.ndarray:
     """1 below the brows, fading to 0 from `start` to `end` of the way from the brows to the mesh's
     top edge, along the face's own vertical axis (head tilt included)."""
-    top, chin = pts[FOREHEAD_TOP], pts[CHIN]
-    axis = (top - chin) / max(float(np.linalg.norm(top - chin)), 1e-6)
+    top, chin, axis = pts[FOREHEAD_TOP], pts[CHIN], _upward(pts)
     brow_y = float(np.mean((pts[list(RIGHT_BROW_UPPER + LEFT_BROW_UPPER)] - chin) @ axis))
     top_y = float((top - chin) @ axis)
     fade_start = brow_y + start * (top_y - brow_y)

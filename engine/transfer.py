@@ -464,7 +464,8 @@ def bare_skin(lab: np.ndarray, structure: np.ndarray, skin: np.ndarray, iod: flo
     colour = 1.0 - _smoothstep(colour_distance(structure - nearby), *HAIR_COLOUR_DISTANCE)
     detail = lab[:, :, 0] - structure[:, :, 0]
     texture = np.sqrt(blur(detail * detail, 0.05 * iod))
-    skin_texture = max(float(np.median(texture[skin > 0.5])), 0.3) if (skin > 0.5).any() else 1.0
+    on_skin = texture[skin > 0.5]
+    skin_texture = max(float(np.median(on_skin)), 0.3) if on_skin.size else 1.0
     smooth = 1.0 - _smoothstep(texture / skin_texture, *HAIR_TEXTURE)
     return (colour * smooth).astype(np.float32)
 

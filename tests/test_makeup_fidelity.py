@@ -499,7 +499,7 @@ def test_the_corner_of_the_reference_crop_never_colours_the_selfie(mode):
     # The warp once sent every selfie pixel off the mesh (its eye and mouth openings, beyond its
     # outline) to the corner of the reference's crop, some hair or background; the makeup's filters
     # spread that colour on to the lids, lips and face edge: up to 100 levels apart behind a black
-    # corner and a white one in full mode, 10 in natural mode.
+    # corner and a white one in full mode, 14 in natural mode.
     selfie, reference = "elegant_source_01.png", "shmt_ref_01.jpg"
     prepared = engine().prepare_reference(photo(reference))
     results = []
