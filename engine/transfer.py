@@ -92,6 +92,13 @@ OCCLUDER_DARKNESS = 0.6
 OCCLUDER_LIGHTING = 0.25
 # A glasses frame is a line at least this much darker (CIELAB lightness) than the skin beside it.
 OCCLUDER_LINE_DEPTH = 12.0
+# Lashes and liner reach past the lids' mask, so hair is not looked for within LASH_MARGIN of it (eye
+# distances). Paint, though, looks for it there too within TEMPLE_HAIR of the face outline: an
+# outline often runs over hair at the temples, right beside the lashes, and paint would carry it from
+# the eyes to the outline as a smoky smear. The lids keep their margin, so a smoky wing running out
+# to the outline still reaches the selfie's lids.
+LASH_MARGIN = 0.15
+TEMPLE_HAIR = 0.15
 # Skin at the top of a forehead is compared with the skin within this reach (eye distances) below
 # it; it is hair from these colour distances, and from these ratios of its texture to the skin's.
 HAIRLINE_REACH = 0.3
@@ -193,6 +200,8 @@ class ReferenceFace:
     vivid_share: float = 0.0  # share of its bare-skin area in vivid colours no skin has, 0 to 1
     lip_colour: tuple[float, float, float] | None = None  # median Lab of its lips; None: not seen
     hidden: np.ndarray | None = None  # HxW float32, 1 where hair or glasses hide its face
+    # HxW float32: where paint never takes the reference, `hidden` and hair at its temples (TEMPLE_HAIR).
+    paint_hidden: np.ndarray | None = None
     fringe: float = 0.0  # 0 to 1: how much of its brows a fringe hides (`fringe_over_brows`)
     outline: np.ndarray | None = None  # HxW float32, 1 where its outline band is not face (`outline_band`)
 
@@ -256,6 +265,7 @@ def prepare_reference(
     skin_l = skin_lightness(structure, masks["skin"])
     fringe = fringe_over_brows(structure, crop, skin_l)
     glasses = glasses_over_face(lab, crop, masks, skin_l)
+    hair, hair_to_temples = hair_over_face(structure, base, crop, masks, skin_l, fringe)
     return ReferenceFace(
         lab,
         crop.pts,
@@ -265,7 +275,8 @@ def prepare_reference(
         _paint_share(structure, base, masks["skin"]),
         _vivid_share(structure, masks["skin"]),
         _lip_colour(lab, masks["lips"]),
-        np.maximum(hair_over_face(structure, base, crop, masks, skin_l, fringe), glasses),
+        np.maximum(hair, glasses),
+        np.maximum(hair_to_temples, glasses),
         fringe,
         outline_band(structure, crop),
     )
@@ -307,29 +318,41 @@ def hair_over_face(
     masks: Mapping[str, np.ndarray],
     skin_l: float,
     fringe: float,
-) -> np.ndarray:
-    """HxW float32, 1 where hair (or a dark hat or background) lies over the face: a dull patch much
-    darker than the skin that reaches the face from outside, most of it beyond the face outline.
+) -> tuple[np.ndarray, np.ndarray]:
+    """HxW float32 masks, 1 where hair (or a dark hat or background) lies over the face: a dull patch
+    much darker than the skin that reaches the face from outside, most of it beyond the face outline.
     Face paint is drawn inside the outline and is mostly vivid; lips and lids (and a liner's wing)
-    are never taken for hair, nor are brows unless a fringe hides them (`fringe_over_brows`).
-    `structure` and `base` are the crop's layers (`structure_layers`, `skin_base`), `skin_l` its
-    skin's lightness (`skin_lightness`)."""
-    features = [masks["lips"], masks["eyes"]] + ([] if fringe >= 0.5 else [masks["brows"]])
-    kept = cv2.dilate((np.maximum.reduce(features) > 0.1).view(np.uint8), disk(0.15 * crop.iod)) > 0
+    are never taken for hair, nor are brows unless a fringe hides them (`fringe_over_brows`). The
+    first mask keeps LASH_MARGIN around them everywhere, the second (for paint) not at the temples
+    (TEMPLE_HAIR). `structure` and `base` are the crop's layers (`structure_layers`, `skin_base`),
+    `skin_l` its skin's lightness (`skin_lightness`)."""
+    features = (
+        np.maximum.reduce([masks["lips"], masks["eyes"]] + ([] if fringe >= 0.5 else [masks["brows"]])) > 0.1
+    )
+    margin = cv2.dilate(features.view(np.uint8), disk(LASH_MARGIN * crop.iod)) > 0
+    oval = _filled(crop, (FACE_OVAL,))
+    temples = cv2.distanceTransform(oval, cv2.DIST_L2, 3) <= TEMPLE_HAIR * crop.iod
     # The base is a quadratic fit to the skin: away from the skin it was fitted to (a forehead under
     # a fringe) it can run wild, so it is held near the skin's own lightness.
     lighting = _clip(base[:, :, 0], (1.0 - OCCLUDER_LIGHTING) * skin_l, (1.0 + OCCLUDER_LIGHTING) * skin_l)
     dark = structure[:, :, 0] < OCCLUDER_DARKNESS * lighting
     dull = np.hypot(structure[:, :, 1], structure[:, :, 2]) < HAIR_CHROMA
-    cover = dark & dull & ~kept
+    cover = dark & dull & ~features
+    return (
+        _reaching_in(cover & ~margin, oval, crop.iod),
+        _reaching_in(cover & ~(margin & ~temples), oval, crop.iod),
+    )
+
+
+def _reaching_in(cover: np.ndarray, oval: np.ndarray, iod: float) -> np.ndarray:
+    """HxW float32, 1 on the face (`oval`) where a patch of `cover` lies that is mostly beyond it."""
     count, labels = cv2.connectedComponents(cover.view(np.uint8), connectivity=8)
-    oval = _filled(crop, (FACE_OVAL,))
     inside = np.bincount(labels.ravel(), weights=oval.ravel(), minlength=count)
     outside = np.bincount(labels.ravel(), minlength=count) - inside
     hair = outside > inside
     hair[0] = False  # label 0: all that is not dark
     # Grown: the makeup's smoothing would otherwise carry the lock's dark edge onto the selfie.
-    grown = cv2.dilate(hair[labels].astype(np.uint8), disk(0.1 * crop.iod))
+    grown = cv2.dilate(hair[labels].astype(np.uint8), disk(0.1 * iod))
     return ((grown > 0) & (oval > 0)).astype(np.float32)
 
 
@@ -563,8 +586,8 @@ def mesh_triangles() -> np.ndarray:
 class WarpedReference:
     """The reference on a selfie crop: its Lab (HxWx3) and how far to trust it (HxW float32, 0 where
     the warp is undefined or hair hides the reference's face, 1 where it shows); for paint, which
-    carries whatever the reference shows, less again over the reference's outline band where a
-    turned selfie stretches it (see OUTLINE_BAND)."""
+    carries whatever the reference shows, less again where hair lies at its temples (TEMPLE_HAIR)
+    and over its outline band where a turned selfie stretches it (see OUTLINE_BAND)."""
 
     lab: np.ndarray
     shown: np.ndarray
@@ -580,18 +603,18 @@ def warp_reference(ref: ReferenceFace, crop: FaceCrop, yaw_deg: float) -> Warped
     index = _triangle_index(crop.pts, crop.shape)
     nearest = _nearest_triangle(index)
     stretched = float(_smoothstep(np.array(abs(yaw_deg) - abs(ref.yaw_deg)), *TURN_STRETCHES_OUTLINE))
-    warped, hidden, outline = _sample(_at_scale(ref, crop.iod), crop.pts, nearest, stretched > 0.0)
+    warped, masks = _sample(_at_scale(ref, crop.iod), crop.pts, nearest)
     if ref.mirrored is not None:
         far = _far_half(crop, ref.yaw_deg)
-        mirrored = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, nearest, stretched > 0.0)
-        warped = warped + cv2.merge([far, far, far]) * (mirrored[0] - warped)
-        hidden = hidden + far * (mirrored[1] - hidden)
-        outline = outline + far * (mirrored[2] - outline)
+        mirrored, mirrored_masks = _sample(_at_scale(ref.mirrored, crop.iod), crop.pts, nearest)
+        warped = warped + cv2.merge([far, far, far]) * (mirrored - warped)
+        masks = masks + cv2.merge([far, far, far]) * (mirrored_masks - masks)
+    hidden, paint_hidden, outline = cv2.split(masks)
     # Where hair hides the reference's face the selfie keeps its own, fading in softly around it.
     shown = (index > 0) * (1.0 - np.minimum(blur(hidden, 0.05 * crop.iod), 1.0))
-    if stretched == 0.0:
-        return WarpedReference(warped, shown, shown)
-    paint_shown = shown * (1.0 - np.minimum(blur(stretched * outline, 0.05 * crop.iod), 1.0))
+    paint_shown = (index > 0) * (1.0 - np.minimum(blur(paint_hidden, 0.05 * crop.iod), 1.0))
+    if stretched > 0.0:
+        paint_shown *= 1.0 - np.minimum(blur(stretched * outline, 0.05 * crop.iod), 1.0)
     return WarpedReference(warped, shown, paint_shown)
 
 
@@ -605,12 +628,20 @@ def _at_scale(ref: ReferenceFace, iod: float) -> ReferenceFace:
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
     lab = cv2.resize(ref.lab, size, interpolation=cv2.INTER_AREA)
     ratio = np.array([size[0] / w, size[1] / h], np.float32)
-    hidden, outline = (
+    hidden, paint_hidden, outline = (
         None if mask is None else cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
-        for mask in (ref.hidden, ref.outline)
+        for mask in (ref.hidden, ref.paint_hidden, ref.outline)
     )
     pts = (ref.pts + 0.5) * ratio - 0.5
-    return ReferenceFace(lab, pts, ref.iod * float(ratio[0]), ref.yaw_deg, hidden=hidden, outline=outline)
+    return ReferenceFace(
+        lab,
+        pts,
+        ref.iod * float(ratio[0]),
+        ref.yaw_deg,
+        hidden=hidden,
+        paint_hidden=paint_hidden,
+        outline=outline,
+    )
 
 
 def _triangle_index(dst_pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -634,12 +665,10 @@ def _nearest_triangle(index: np.ndarray) -> np.ndarray:
     return index[index > 0][labels - 1]
 
 
-def _sample(
-    ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray, with_outline: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The reference's Lab, its `hidden` mask and, if asked, its `outline` band, warped onto the
-    pixels of `index`, each by the map of its triangle (1 + its index in `mesh_triangles`; see
-    `_nearest_triangle`), as zeros for a mask it has none of, or not asked for."""
+def _sample(ref: ReferenceFace, dst_pts: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's Lab, and its `hidden`, `paint_hidden` and `outline` masks as the planes of one
+    image (zeros for a mask it has none of), warped onto the pixels of `index`, each by the map of
+    its triangle (1 + its index in `mesh_triangles`; see `_nearest_triangle`)."""
     triangles = mesh_triangles()
     affines = _triangle_affines(dst_pts[triangles], ref.pts[triangles]).reshape(-1, 6)
     # Looking each coefficient up by the index image is far cheaper than gathering 2x3 matrices per
@@ -652,13 +681,10 @@ def _sample(
     map_x = a * xs + b * ys + c
     map_y = d * xs + e * ys + f
     lab = cv2.remap(ref.lab, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    hidden, outline = (
-        np.zeros(index.shape, np.float32)
-        if mask is None
-        else cv2.remap(mask, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        for mask in (ref.hidden, ref.outline if with_outline else None)
-    )
-    return lab, hidden, outline
+    none = np.zeros(ref.lab.shape[:2], np.float32)
+    planes = [none if mask is None else mask for mask in (ref.hidden, ref.paint_hidden, ref.outline)]
+    masks = cv2.remap(cv2.merge(planes), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return lab, masks
 
 
 def _far_half(crop: FaceCrop, yaw_deg: float) -> np.ndarray:
