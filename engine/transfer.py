@@ -242,9 +242,9 @@ MIRROR_FROM_YAW = 12.0
 # just inside it (hair, background); paint or blush running on to the outline is kept.
 OUTLINE_BAND = 0.1
 TURN_STRETCHES_OUTLINE = (5.0, 20.0)
-# Hair over a reference's face and its outline band (as paint sees them) are filled in with what the
-# face shows around them, within this reach (eye distances), where at least the first and fully from
-# the second share of that surrounding is face (see `_under_cover`).
+# Hair over a reference's face (as paint sees it) is filled in with what the face shows around it,
+# within this reach (eye distances), where at least the first and fully from the second share of
+# that surrounding is face (see `_under_cover`).
 COVER_FILL_REACH = 0.3
 COVER_FILL_SUPPORT = (0.02, 0.1)
 
@@ -273,7 +273,7 @@ def prepare_reference(
     hair, hair_to_temples = hair_over_face(structure, base, crop, masks, skin_l, fringe)
     paint_hidden = np.maximum(hair_to_temples, glasses)
     outline = outline_band(structure, crop)
-    lab, filled = _under_cover(lab, base, crop, masks, np.maximum(paint_hidden, outline))
+    lab, filled = _under_cover(lab, base, crop, masks, paint_hidden, np.maximum(paint_hidden, outline))
     return ReferenceFace(
         lab,
         crop.pts,
@@ -286,29 +286,36 @@ def prepare_reference(
         np.maximum(hair, glasses),
         paint_hidden * (1.0 - filled),
         fringe,
-        outline * (1.0 - filled),
+        outline,
     )
 
 
 def _under_cover(
-    lab: np.ndarray, base: np.ndarray, crop: FaceCrop, masks: Mapping[str, np.ndarray], cover: np.ndarray
+    lab: np.ndarray,
+    base: np.ndarray,
+    crop: FaceCrop,
+    masks: Mapping[str, np.ndarray],
+    hair: np.ndarray,
+    unlike_face: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's Lab with what `cover` (HxW, 0 to 1: hair, or its outline band where unlike the
-    face) hides filled in, and how far each pixel was filled (HxW float32, 0 to 1).
+    """The reference's Lab with what `hair` (HxW, 0 to 1) hides filled in, and how far each pixel
+    was filled (HxW float32, 0 to 1), from the face around it that `unlike_face` (hair, and the
+    outline band where it is unlike the face) leaves out.
 
-    A selfie turned further than the reference stretches that cover over its near cheek, and paint
-    left a wide strip of the selfie's bare skin there, beside the Joker's white. Filled, paint runs
-    on to the outline. The fill is what the face shows around it, as a departure from its skin
-    surface `base`: bare skin fills as bare skin, a painted base as that paint. Lids, lips and brows
-    (with their lash margin) are neither filled nor looked at: a smoky wing or an eye shadow beside
-    the hair would spread over the temple."""
+    A selfie turned further than the reference stretches hair beside its face over the near cheek,
+    and paint left a wide strip of the selfie's bare skin there, beside the Joker's white. Filled,
+    paint runs on to the outline. The fill is what the face shows around it, as a departure from
+    its skin surface `base`: bare skin fills as bare skin, a painted base as that paint. Lids, lips
+    and brows (with their lash margin) are neither filled nor looked at: a smoky wing or an eye
+    shadow beside the hair would spread over the temple. The outline band is not filled: blush
+    running on to it is the reference's, and a fill there washed it out."""
     features = np.maximum.reduce([masks["lips"], masks["eyes"], masks["brows"]]) > 0.1
     away = cv2.dilate(features.view(np.uint8), disk(LASH_MARGIN * crop.iod)) == 0
-    around = (1.0 - cover) * (_filled(crop, (FACE_OVAL,)) * away)
+    around = (1.0 - unlike_face) * (_filled(crop, (FACE_OVAL,)) * away)
     reach = COVER_FILL_REACH * crop.iod
     shown_face = base + _local_mean(lab - base, around, reach)
     filled = (_smoothstep(blur(around, reach), *COVER_FILL_SUPPORT) * away).astype(np.float32)
-    fill = cover * filled
+    fill = hair * filled
     return lab + cv2.merge([fill, fill, fill]) * (shown_face - lab), filled
 
 
