@@ -200,7 +200,8 @@ class ReferenceFace:
     vivid_share: float = 0.0  # share of its bare-skin area in vivid colours no skin has, 0 to 1
     lip_colour: tuple[float, float, float] | None = None  # median Lab of its lips; None: not seen
     hidden: np.ndarray | None = None  # HxW float32, 1 where hair or glasses hide its face
-    # HxW float32: where paint never takes the reference, `hidden` and hair at its temples (TEMPLE_HAIR).
+    # HxW float32: where paint never takes the reference: `hidden` and hair at its temples
+    # (TEMPLE_HAIR), less the hair filled in with the face around it (`_under_cover`).
     paint_hidden: np.ndarray | None = None
     fringe: float = 0.0  # 0 to 1: how much of its brows a fringe hides (`fringe_over_brows`)
     outline: np.ndarray | None = None  # HxW float32, 1 where its outline band is not face (`outline_band`)
@@ -298,9 +299,9 @@ def _under_cover(
     hair: np.ndarray,
     unlike_face: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's Lab with what `hair` (HxW, 0 to 1) hides filled in, and how far each pixel
-    was filled (HxW float32, 0 to 1), from the face around it that `unlike_face` (hair, and the
-    outline band where it is unlike the face) leaves out.
+    """The reference's Lab with what `hair` (HxW, 0 to 1: hair and glasses frames) hides filled in,
+    and how far each pixel was filled (HxW float32, 0 to 1), from the face around it that
+    `unlike_face` (hair, and the outline band where it is unlike the face) leaves out.
 
     A selfie turned further than the reference stretches hair beside its face over the near cheek,
     and paint left a wide strip of the selfie's bare skin there, beside the Joker's white. Filled,
