@@ -274,7 +274,7 @@ def prepare_reference(
     hair, hair_to_temples = hair_over_face(structure, base, crop, masks, skin_l, fringe)
     paint_hidden = np.maximum(hair_to_temples, glasses)
     outline = outline_band(structure, crop)
-    lab, filled = _under_cover(lab, base, crop, masks, paint_hidden, np.maximum(paint_hidden, outline))
+    lab, filled = _under_cover(lab, base, crop, masks, paint_hidden, outline)
     return ReferenceFace(
         lab,
         crop.pts,
@@ -297,11 +297,11 @@ def _under_cover(
     crop: FaceCrop,
     masks: Mapping[str, np.ndarray],
     hair: np.ndarray,
-    unlike_face: np.ndarray,
+    outline: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The reference's Lab with what `hair` (HxW, 0 to 1: hair and glasses frames) hides filled in,
-    and how far each pixel was filled (HxW float32, 0 to 1), from the face around it that
-    `unlike_face` (hair, and the outline band where it is unlike the face) leaves out.
+    and how far each pixel was filled (HxW float32, 0 to 1), from the face around it: neither hair
+    nor its `outline` band where that is unlike the face (`outline_band`).
 
     A selfie turned further than the reference stretches hair beside its face over the near cheek,
     and paint left a wide strip of the selfie's bare skin there, beside the Joker's white. Filled,
@@ -312,7 +312,7 @@ def _under_cover(
     running on to it is the reference's, and a fill there washed it out."""
     features = np.maximum.reduce([masks["lips"], masks["eyes"], masks["brows"]]) > 0.1
     away = cv2.dilate(features.view(np.uint8), disk(LASH_MARGIN * crop.iod)) == 0
-    around = (1.0 - unlike_face) * (_filled(crop, (FACE_OVAL,)) * away)
+    around = (1.0 - np.maximum(hair, outline)) * (_filled(crop, (FACE_OVAL,)) * away)
     reach = COVER_FILL_REACH * crop.iod
     shown_face = base + _local_mean(lab - base, around, reach)
     filled = (_smoothstep(blur(around, reach), *COVER_FILL_SUPPORT) * away).astype(np.float32)

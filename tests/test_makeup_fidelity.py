@@ -430,8 +430,7 @@ def test_no_face_without_glasses_is_taken_for_one_wearing_them():
 def near_cheek_edge(image: np.ndarray, face: Face, inside: float = 0.3) -> np.ndarray:
     """The outer band (`inside` of the eye distance inside the face outline) of the cheek a turned
     head shows squarely: the half beyond the nose tip on the side the face is turned away from."""
-    outline = np.zeros(image.shape[:2], np.uint8)
-    cv2.fillPoly(outline, [np.round(face.landmarks[list(FACE_OVAL)]).astype(np.int32)], (1,))
+    outline = polygon(image, face, FACE_OVAL).view(np.uint8)
     depth = cv2.distanceTransform(outline, cv2.DIST_L2, 3) / face.inter_ocular
     xs = np.arange(image.shape[1])[None, :]
     nose_tip = face.landmarks[1][0]
@@ -454,8 +453,7 @@ def test_a_turned_selfie_never_takes_the_hair_beside_the_reference_face(selfie):
 def beside_the_eyes(image: np.ndarray, face: Face) -> np.ndarray:
     """The face's temples beside its eyes: inside the face outline, beyond each eye's outer corner,
     from just above the brow's outer end to a little below the eye."""
-    outline = np.zeros(image.shape[:2], np.uint8)
-    cv2.fillPoly(outline, [np.round(face.landmarks[list(FACE_OVAL)]).astype(np.int32)], (1,))
+    outline = polygon(image, face, FACE_OVAL)
     xs = np.arange(image.shape[1])[None, :]
     ys = np.arange(image.shape[0])[:, None]
     iod = face.inter_ocular
@@ -464,7 +462,7 @@ def beside_the_eyes(image: np.ndarray, face: Face) -> np.ndarray:
         corner_x, corner_y = face.landmarks[corner]
         beyond = (xs - corner_x) * outwards > 0.05 * iod
         level = (ys > face.landmarks[brow_end][1] - 0.1 * iod) & (ys < corner_y + 0.3 * iod)
-        temples |= (outline > 0) & beyond & level
+        temples |= outline & beyond & level
     return temples
 
 
