@@ -144,7 +144,9 @@ class EmbeddedEngine:
                 with self._timed(timings, "align"):
                     warped = warp_reference(reference, crop, face.yaw_deg)
                 with self._timed(timings, "transfer"):
-                    makeup = ReferenceMakeup(layers, warped, reference.lip_colour, mode, reference.fringe)
+                    makeup = ReferenceMakeup(
+                        layers, warped, reference.lip_colour, mode, reference.fringe, reference.painted_base
+                    )
             else:
                 assert preset is not None
                 makeup = LookMakeup(layers, preset)

@@ -111,10 +111,11 @@ HAIR_CHROMA = 30.0
 FRINGE_REACH = 0.12
 FRINGE_DARKNESS = 0.55
 FRINGE_SHARE = (0.5, 0.8)  # the share of such points from which the fringe starts and is complete
-# A reference whose skin area carries at least this share of paint wears a painted face. There, a
-# colour counts as paint from the first chroma departure (CIELAB a*b*) from its own skin and fully
-# from the second, or where it is unlike any skin: its lightness alone does not count, since
-# highlighter, contour and hard light change bare skin's lightness too.
+# A reference whose skin area carries at least this share of paint wears a painted face, and with
+# this share besides its vivid pieces (below), a painted base. In this share, a colour counts as
+# paint from the first chroma departure (CIELAB a*b*) from its own skin and fully from the second,
+# or where it is unlike any skin: its lightness alone does not count, since highlighter, contour
+# and hard light change bare skin's lightness too.
 PAINTED_FACE_SHARE = 0.13
 PAINT_CHROMA_DEPARTURE = (8.0, 16.0)
 # So does one whose skin area carries at least this share of vivid colour at a hue no skin has
@@ -122,6 +123,12 @@ PAINT_CHROMA_DEPARTURE = (8.0, 16.0)
 # small painted pattern, where a plain eye shadow reaches past the lids far less.
 VIVID_FACE_SHARE = 0.015
 VIVID_CHROMA = (20.0, 30.0)
+# A face without a painted base wears its makeup, vivid pieces included, on its own skin: its blush,
+# bronzer and contour are ordinary makeup, which the selfie takes as a change to its own skin (the
+# blush and skin regions); laid on as the reference's own colour they were orange blotches on a
+# paler selfie. There, paint is only colour no skin takes: unlike skin (`skin_likeness`), or more
+# vivid than its own skin by this chroma range.
+VIVID_PAST_SKIN = (12.0, 20.0)
 # Glasses on a reference face: frame lines are thinner than twice GLASSES_LINE (of the eye distance)
 # and as dark and dull as hair; glasses are worn when such lines are seen in at least GLASSES_RIMS of
 # the directions around each eye (GLASSES_REACH from its centre) and cross GLASSES_BRIDGE of the
@@ -210,6 +217,12 @@ class ReferenceFace:
     def has_paint(self) -> bool:
         """Face paint or a stage base: more than lips and lids, carried only by the full look."""
         return self.paint_share >= PAINTED_FACE_SHARE or self.vivid_share >= VIVID_FACE_SHARE
+
+    @property
+    def painted_base(self) -> bool:
+        """A painted face (the Joker's white, bruise effects, a pattern): paint enough besides its
+        vivid pieces, which may be worn on bare skin (butterflies, gems)."""
+        return self.paint_share - self.vivid_share >= PAINTED_FACE_SHARE
 
 
 def crop_face(rgb: np.ndarray, face: Face, working_size: int) -> FaceCrop:
@@ -778,8 +791,10 @@ class ReferenceMakeup:
         lip_colour: tuple[float, float, float] | None = None,
         mode: str = "natural",
         fringe: float = 0.0,
+        painted_base: bool = True,
     ) -> None:
-        """`fringe`: how much of the reference's brows a fringe hides (`ReferenceFace.fringe`)."""
+        """`fringe`: how much of the reference's brows a fringe hides (`ReferenceFace.fringe`);
+        `painted_base`: whether its skin-like colours can be paint (`ReferenceFace.painted_base`)."""
         self.selfie = selfie
         ref_structure = structure_layers(warped.lab, selfie.crop.iod)
         skin = (selfie.masks["skin"] > 0.5) & (warped.shown > 0.5)
@@ -799,6 +814,8 @@ class ReferenceMakeup:
         self.ref_structure, self.ref_base = ref_structure, ref_base
         self.lip_colour = lip_colour
         self.fringe = fringe
+        self.painted_base = painted_base
+        self.shown_skin = skin
         self.shown, self.paint_shown = warped.shown, warped.paint_shown
         self.regions: tuple[str, ...] = FULL_REGIONS if mode == "full" else NATURAL_REGIONS
 
@@ -853,9 +870,16 @@ class ReferenceMakeup:
         # change and the rest of the face stays as made up so far.
         amount = paint_amount(self.ref_structure[box], self.ref_base[box])
         if region == "paint":
+            if not self.painted_base:
+                amount *= 1.0 - natural_colour(self.ref_structure[box], self._ref_skin_chroma())
             amount = self._without_seams(amount, box) * (1.0 - self._lipstick(box))
         fallback = self._relative_target("eyes", box) if region == "eyes" else current
         return fallback + cv2.merge([amount, amount, amount]) * (pigment - fallback)
+
+    def _ref_skin_chroma(self) -> float:
+        """The chroma of the reference's skin tone where it shows over the selfie's skin."""
+        tone = self.ref_base[self.shown_skin]
+        return float(np.median(np.hypot(tone[:, 1], tone[:, 2]))) if tone.size else 0.0
 
     def _without_seams(self, amount: np.ndarray, box: Box) -> np.ndarray:
         """`amount` (the paint's, inside `box`) with the thin gaps between two paints closed: a gap
@@ -952,6 +976,15 @@ def paint_amount(ref_structure: np.ndarray, ref_base: np.ndarray) -> np.ndarray:
     skin base, or from any skin colour at all (a white or blue painted face has a painted base)."""
     departure = _smoothstep(colour_distance(ref_structure - ref_base), *PIGMENT_DISTANCE)
     return np.maximum(departure, 1.0 - skin_likeness(ref_structure)).astype(np.float32)
+
+
+def natural_colour(lab: np.ndarray, skin_chroma: float) -> np.ndarray:
+    """1 for the colours of a face's skin (of chroma `skin_chroma`) and the makeup worn on it
+    (blush, bronzer, contour), falling to 0 for colours no skin takes (`skin_likeness`) or far more
+    vivid than its skin (VIVID_PAST_SKIN)."""
+    _, a, b = cv2.split(lab)
+    vivid = np.sqrt(a**2 + b**2) - skin_chroma
+    return skin_likeness(lab) * (1.0 - _smoothstep(vivid, *VIVID_PAST_SKIN))
 
 
 def colour_distance(gap: np.ndarray) -> np.ndarray:

@@ -231,6 +231,37 @@ def test_only_painted_faces_are_taken_for_painted_ones():
     assert creative <= painted <= creative | either
 
 
+def test_vivid_pieces_on_bare_skin_are_no_painted_base():
+    butterflies = engine().prepare_reference(photo("cpm_ref_02.png"))
+    bruises = engine().prepare_reference(photo("sm_ref_03.jpg"))
+    assert butterflies.has_paint and not butterflies.painted_base
+    assert bruises.has_paint and bruises.painted_base
+
+
+def full_look_beyond_natural(selfie: str, reference: str) -> float:
+    """The share of the selfie's skin where the full look differs from the natural one by more than
+    8 CIELAB units: what full mode lays on besides the makeup on the person's own skin."""
+    image = photo(selfie)
+    full, natural = made_up(selfie, reference, mode="full"), made_up(selfie, reference)
+    skin = mask(image, faces(selfie)[0], "skin")
+    return float(np.mean(np.linalg.norm(lab(full) - lab(natural), axis=2)[skin] > 8.0))
+
+
+@pytest.mark.parametrize("selfie", ["elegant_source_02.png", "shmt_source_02.jpg", "sm_source_04.jpg"])
+def test_butterflies_on_bare_skin_arrive_without_the_reference_blush_in_blotches(selfie):
+    # cpm_ref_02 wears butterflies on its own tanned skin, with orange blush and bronzer. Laid on as
+    # the reference's own colour, that blush was orange blotches over a paler selfie's skin (0.22,
+    # 0.22 and 0.17 of it beyond the natural look); the butterflies and glitter alone are 0.03.
+    assert 0.015 < full_look_beyond_natural(selfie, "cpm_ref_02.png") < 0.06
+
+
+@pytest.mark.parametrize("reference", ["tmw_ref_01.jpg", "cpm_ref_03.png", "fr_ref_01.jpg"])
+def test_a_reference_without_paint_puts_nothing_more_on_the_skin_in_full_mode(reference):
+    # Its bronzer, blush and contour (or hard light) were laid on as its own colour in patches over
+    # 0.15 to 0.28 of the selfie's skin; full mode now adds only colours no skin takes.
+    assert full_look_beyond_natural("shmt_source_02.jpg", reference) < 0.03
+
+
 def test_full_mode_never_whitens_a_dark_selfie_with_a_light_reference_without_paint():
     selfie, reference = "fr_source_01.jpg", "elegant_ref_02.png"
     face = faces(selfie)[0]
