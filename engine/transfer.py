@@ -868,10 +868,9 @@ class ReferenceMakeup:
             pigment[:, :, 0] -= brows * np.maximum(pigment[:, :, 0] - self.structure[0][box], 0.0)
         # Eyes and paint: pigment where the reference carries some; elsewhere lids take the relative
         # change and the rest of the face stays as made up so far.
-        amount = paint_amount(self.ref_structure[box], self.ref_base[box])
+        skin_chroma = None if region != "paint" or self.painted_base else self._ref_skin_chroma()
+        amount = paint_amount(self.ref_structure[box], self.ref_base[box], skin_chroma)
         if region == "paint":
-            if not self.painted_base:
-                amount *= 1.0 - natural_colour(self.ref_structure[box], self._ref_skin_chroma())
             amount = self._without_seams(amount, box) * (1.0 - self._lipstick(box))
         fallback = self._relative_target("eyes", box) if region == "eyes" else current
         return fallback + cv2.merge([amount, amount, amount]) * (pigment - fallback)
@@ -971,20 +970,23 @@ def in_light(lab: np.ndarray, light_cap: float) -> np.ndarray:
     return cv2.merge([lightness, a * fade, b * fade])
 
 
-def paint_amount(ref_structure: np.ndarray, ref_base: np.ndarray) -> np.ndarray:
+def paint_amount(
+    ref_structure: np.ndarray, ref_base: np.ndarray, skin_chroma: float | None = None
+) -> np.ndarray:
     """Per pixel, 0 (the reference's bare skin) to 1 (pigment): how far the reference is from its own
-    skin base, or from any skin colour at all (a white or blue painted face has a painted base)."""
+    skin base, or from any skin colour at all (a white or blue painted face has a painted base).
+
+    `skin_chroma`: the chroma of the skin of a reference without a painted base; there the colours of
+    skin and of the makeup worn on it (blush, bronzer, contour) are no pigment however far from its
+    base, only colours no skin takes or far more vivid than its skin (VIVID_PAST_SKIN)."""
+    likeness = skin_likeness(ref_structure)
     departure = _smoothstep(colour_distance(ref_structure - ref_base), *PIGMENT_DISTANCE)
-    return np.maximum(departure, 1.0 - skin_likeness(ref_structure)).astype(np.float32)
-
-
-def natural_colour(lab: np.ndarray, skin_chroma: float) -> np.ndarray:
-    """1 for the colours of a face's skin (of chroma `skin_chroma`) and the makeup worn on it
-    (blush, bronzer, contour), falling to 0 for colours no skin takes (`skin_likeness`) or far more
-    vivid than its skin (VIVID_PAST_SKIN)."""
-    _, a, b = cv2.split(lab)
-    vivid = np.sqrt(a**2 + b**2) - skin_chroma
-    return skin_likeness(lab) * (1.0 - _smoothstep(vivid, *VIVID_PAST_SKIN))
+    amount = np.maximum(departure, 1.0 - likeness).astype(np.float32)
+    if skin_chroma is not None:
+        _, a, b = cv2.split(ref_structure)
+        vivid = _smoothstep(np.sqrt(a**2 + b**2) - skin_chroma, *VIVID_PAST_SKIN)
+        amount *= 1.0 - likeness * (1.0 - vivid)
+    return amount
 
 
 def colour_distance(gap: np.ndarray) -> np.ndarray:
