@@ -544,12 +544,15 @@ async def test_replies_are_paced_under_the_flood_limit(
         for user in users:
             await fake.next_call("sendMessage", dm(user).id)
     replies = sorted(call.at for call in fake.calls_to("sendMessage") if call.chat_id >= 900)
-    # Four at once, then one every quarter second: twenty replies cannot take less than four seconds.
-    # Half a second is left for the first replies' delivery to lag on a loaded machine (twelve
-    # replies, two seconds apart by the limiter, once arrived 1.56 s apart).
+    # Four at once, then one every quarter second: twenty replies cannot take less than four seconds,
+    # and no second after the first reply holds more than the four at once and four more, one more
+    # for a slot at its edge. Half a second is left for the first replies' delivery to lag on a
+    # loaded machine (twelve replies, two seconds apart by the limiter, once arrived 1.56 s apart);
+    # a lagging first reply also pulls later slots into the window after it, so the window is a
+    # whole second (half a second once held seven replies, where six were expected).
     assert len(replies) == 20
     assert replies[-1] - replies[0] >= 3.5
-    assert sum(at - replies[0] < 0.5 for at in replies) <= 6
+    assert sum(at - replies[0] < 1.0 for at in replies) <= 9
 
 
 async def test_webhook_mode_takes_updates_from_telegram_and_refuses_forged_ones(
