@@ -395,15 +395,15 @@ def hair_over_face(
     )
 
 
-def _reaching_in(cover: np.ndarray, oval: np.ndarray, iod: float) -> np.ndarray:
-    """HxW float32, 1 on the face (`oval`) where a patch of `cover` lies that is mostly beyond it."""
-    count, labels = cv2.connectedComponents(cover.view(np.uint8), connectivity=8)
-    inside = np.bincount(labels.ravel(), weights=oval.ravel(), minlength=count)
-    outside = np.bincount(labels.ravel(), minlength=count) - inside
-    hair = outside > inside
-    hair[0] = False  # label 0: all that is not dark
+def _reaching_in(cover: np.ndarray, oval: np.ndarray, iod: float, grow: float = 0.1) -> np.ndarray:
+    """HxW float32, 1 on the face (`oval`) where a patch of `cover` lies that is mostly beyond it,
+    grown by `grow` eye distances."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(cover.view(np.uint8), connectivity=8)
+    inside = np.bincount(labels[oval > 0], minlength=count)
+    hair = stats[:, cv2.CC_STAT_AREA] - inside > inside
+    hair[0] = False  # label 0: all that is not `cover`
     # Grown: the makeup's smoothing would otherwise carry the lock's dark edge onto the selfie.
-    grown = cv2.dilate(hair[labels].astype(np.uint8), disk(0.1 * iod))
+    grown = cv2.dilate(hair.view(np.uint8)[labels], disk(grow * iod))
     return ((grown > 0) & (oval > 0)).astype(np.float32)
 
 
@@ -536,12 +536,31 @@ def bare_skin(lab: np.ndarray, structure: np.ndarray, skin: np.ndarray, iod: flo
     the skin's (a blond fringe)."""
     nearby = _local_mean(structure, skin, HAIRLINE_REACH * iod)
     colour = 1.0 - _smoothstep(colour_distance(structure - nearby), *HAIR_COLOUR_DISTANCE)
+    smooth = 1.0 - _smoothstep(_texture_against_skin(lab, structure, skin, iod), *HAIR_TEXTURE)
+    return (colour * smooth).astype(np.float32)
+
+
+def _texture_against_skin(lab: np.ndarray, structure: np.ndarray, skin: np.ndarray, iod: float) -> np.ndarray:
+    """HxW: the local strength of the detail layer, as a multiple of its median over the `skin` mask."""
     detail = lab[:, :, 0] - structure[:, :, 0]
     texture = np.sqrt(blur(detail * detail, 0.05 * iod))
     on_skin = texture[skin > 0.5]
-    skin_texture = max(float(np.median(on_skin)), 0.3) if on_skin.size else 1.0
-    smooth = 1.0 - _smoothstep(texture / skin_texture, *HAIR_TEXTURE)
-    return (colour * smooth).astype(np.float32)
+    return texture / (max(float(np.median(on_skin)), 0.3) if on_skin.size else 1.0)
+
+
+def hair_over_selfie(selfie: SelfieLayers) -> np.ndarray:
+    """HxW float32, 1 where the selfie's own hair (a side lock, the ends of a fringe) or a hat brim
+    lies over its face: strands as textured as hair (HAIR_TEXTURE against its skin) in a patch that
+    reaches the face from outside, most of it beyond the outline. Paint goes under hair, never on it:
+    the Joker's white laid over a blonde lock was a grey streak through the hair. Texture alone, not
+    colour: shading at the face's sides differs from the skin nearby as much as a lock does, and ran
+    all round the outline."""
+    crop, masks = selfie.crop, selfie.masks
+    texture = _texture_against_skin(selfie.lab, selfie.structure, masks["skin"], crop.iod)
+    features = np.maximum.reduce([masks["lips"], masks["eyes"], masks["brows"]]) > 0.1
+    strands = (texture > HAIR_TEXTURE[0]) & ~features
+    # Grown less than a reference's hair: the selfie's own skin beside a lock is not smeared into.
+    return _reaching_in(strands, _filled(crop, (FACE_OVAL,)), crop.iod, grow=0.03)
 
 
 def _nonzero_box(mask: np.ndarray) -> Box:
@@ -817,6 +836,9 @@ class ReferenceMakeup:
         self.painted_base = painted_base
         self.shown_skin = skin
         self.shown, self.paint_shown = warped.shown, warped.paint_shown
+        if mode == "full":
+            hair = blur(hair_over_selfie(selfie), 0.05 * selfie.crop.iod)
+            self.paint_shown = self.paint_shown * (1.0 - np.minimum(hair, 1.0))
         self.regions: tuple[str, ...] = FULL_REGIONS if mode == "full" else NATURAL_REGIONS
 
     def target(self, region: str, box: Box, current: np.ndarray) -> np.ndarray:

@@ -59,6 +59,7 @@ def delta_e(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b))
 
 
+HAIR_DARK, HAIR_LIGHT = (70, 50, 35), (140, 105, 70)
 STAR_BLUE = (40, 60, 200)
 LEFT_CHEEK = 280  # the mesh point on the left cheek where the tests paint a star or a ring
 
@@ -73,6 +74,27 @@ def with_painted_star(name: str) -> np.ndarray:
     corners = centre + np.stack([reach * np.sin(angles), -reach * np.cos(angles)], axis=1)
     cv2.fillPoly(reference, [np.round(corners).astype(np.int32)], STAR_BLUE)
     return reference
+
+
+def with_side_lock(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The shared selfie `name` with a lock of brown hair hanging from beyond its face outline over
+    its right cheek (image left): wavy strands, alternately dark and light, each 0.03 of the eye
+    distance wide; and where the lock lies (HxW bool)."""
+    selfie = photo(name).copy()
+    face = faces(name)[0]
+    iod = face.inter_ocular
+    outline, apple = face.landmarks[234], face.landmarks[50]  # the outline beside the cheek, its apple
+    centre = outline + 0.25 * (apple - outline)
+    x0, y0 = np.maximum(np.round(centre - np.array([0.6, 0.9]) * iod).astype(int), 0)
+    x1, y1 = np.round(centre + np.array([0.3, 0.9]) * iod).astype(int)
+    lock = np.zeros(selfie.shape[:2], bool)
+    lock[y0:y1, x0:x1] = True
+    h, w = lock.shape
+    wave = 3.0 * np.sin(np.arange(h)[:, None] * np.pi / (0.3 * iod))
+    dark = ((np.arange(w)[None, :] + wave) // max(2, round(0.03 * iod))).astype(int) % 2 == 0
+    strands = np.where(dark[..., None], HAIR_DARK, HAIR_LIGHT).astype(np.uint8)
+    selfie[lock] = strands[lock]
+    return selfie, lock
 
 
 def with_painted_ring(name: str) -> np.ndarray:
