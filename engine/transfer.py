@@ -954,12 +954,26 @@ class ReferenceMakeup:
         their finer shading (its nose, sockets and wrinkles) and take the selfie's own, which carries
         the face's shape and so its identity. The paint's own edges (a star's points, a gem, a
         painted line) stay sharp: its colours are smoothed by a filter that keeps edges, guided by
-        the paint itself; its lightness, which carries the shading, is smoothed through them."""
+        the paint itself; its lightness, which carries the shading, is smoothed through them, except
+        in vivid strokes thinner than the smoothing (`thin_vivid_strokes`), which keep their own."""
         sigma = smoothing * self.selfie.crop.iod
-        colour = paint_low_pass(pigment, sigma, self.paint_shown[box])
+        strokes = thin_vivid_strokes(pigment, sigma)
+        colour = paint_low_pass(pigment, sigma, self.paint_shown[box] * (1.0 - strokes))
+        colour[:, :, 0] += strokes * (pigment[:, :, 0] - colour[:, :, 0])
         own = self.structure[0][box]
         colour[:, :, 0] *= _clip(own / np.maximum(blur(own, sigma), 1.0), 0.5, 1.5) ** PAINT_SHADING
         return colour
+
+
+def thin_vivid_strokes(lab: np.ndarray, sigma: float) -> np.ndarray:
+    """HxW float32, 0 to 1: paint (HxWx3 Lab) in vivid colours no skin has (VIVID_CHROMA, the hues
+    `skin_hue` leaves out) drawn in strokes thinner than `sigma` pixels: a painted crescent, a
+    letter, a butterfly's wing. Their lightness is their colour: smoothed with the skin around them,
+    cpm_ref_01's dark-blue crescent became a pale lavender blur. Wide areas of such paint (a lid of
+    green shadow) are left to the smoothing, their own shading being the reference's face."""
+    _, a, b = cv2.split(lab)
+    vivid = ((1.0 - skin_hue(a, b)) * _smoothstep(np.sqrt(a**2 + b**2), *VIVID_CHROMA)).astype(np.float32)
+    return vivid * (1.0 - np.minimum(blur(vivid, sigma), 1.0))
 
 
 def paint_low_pass(lab: np.ndarray, sigma: float, weight: np.ndarray | None = None) -> np.ndarray:

@@ -410,6 +410,22 @@ def test_a_star_painted_on_the_reference_keeps_its_sharp_edges(selfie):
     assert solid_star_share(result, photo(selfie)) > 0.55
 
 
+@pytest.mark.parametrize("selfie", ["fr_source_01.jpg", "sm_source_03.jpg", "elegant_source_01.png"])
+def test_a_thin_vivid_stroke_keeps_its_own_depth_of_colour(selfie):
+    # A ring of dark blue paint (L 34) thinner than paint's smoothing: its lightness smoothed with the
+    # skin around it, it arrived as a pale blue (L 65.1, 63.7 and 67.1 on these selfies; now about 55),
+    # as cpm_ref_01's dark-blue crescent arrived as a lavender blur.
+    face = faces(selfie)[0]
+    image = photo(selfie)
+    result = engine().apply_array(image, with_painted_ring("shmt_ref_04.jpg"), mode="full").image
+    ring = np.zeros(image.shape[:2], np.uint8)
+    centre = tuple(int(v) for v in np.round(face.landmarks[LEFT_CHEEK]))
+    cv2.circle(ring, centre, round(0.085 * face.inter_ocular), (1,), max(1, round(0.02 * face.inter_ocular)))
+    lightness, _, blue = np.median(lab(result)[ring > 0], axis=0)
+    assert blue < -45.0
+    assert lightness < 60.0
+
+
 @pytest.mark.parametrize("selfie", ["sm_source_01.jpg", "sm_source_03.jpg", "fr_source_01.jpg"])
 def test_where_two_paints_meet_no_seam_of_bare_skin_shows(selfie):
     # The Joker's white base meets its red smile in a pinkish blend as skin-like as the base, which
