@@ -490,8 +490,13 @@ def _paint_share(structure: np.ndarray, base: np.ndarray, skin: np.ndarray) -> f
 
 def _vivid_share(structure: np.ndarray, skin: np.ndarray) -> float:
     """How much of the face's skin area is in vivid colours no skin has (see VIVID_FACE_SHARE)."""
-    a, b = structure[:, :, 1], structure[:, :, 2]
-    return _share_of((1.0 - skin_hue(a, b)) * _smoothstep(np.sqrt(a**2 + b**2), *VIVID_CHROMA), skin)
+    return _share_of(vivid_colour(structure[:, :, 1], structure[:, :, 2]), skin)
+
+
+def vivid_colour(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pixel, 0 to 1: how far CIELAB chroma (a*, b*) is a vivid colour no skin has (blue, green,
+    purple; from the first chroma of VIVID_CHROMA, fully from the second)."""
+    return (1.0 - skin_hue(a, b)) * _smoothstep(np.sqrt(a**2 + b**2), *VIVID_CHROMA)
 
 
 def _share_of(amount: np.ndarray, skin: np.ndarray) -> float:
@@ -966,13 +971,13 @@ class ReferenceMakeup:
 
 
 def thin_vivid_strokes(lab: np.ndarray, sigma: float) -> np.ndarray:
-    """HxW float32, 0 to 1: paint (HxWx3 Lab) in vivid colours no skin has (VIVID_CHROMA, the hues
-    `skin_hue` leaves out) drawn in strokes thinner than `sigma` pixels: a painted crescent, a
-    letter, a butterfly's wing. Their lightness is their colour: smoothed with the skin around them,
-    cpm_ref_01's dark-blue crescent became a pale lavender blur. Wide areas of such paint (a lid of
-    green shadow) are left to the smoothing, their own shading being the reference's face."""
+    """HxW float32, 0 to 1: paint (HxWx3 Lab) in vivid colours no skin has (`vivid_colour`) drawn in
+    strokes thinner than `sigma` pixels: a painted crescent, a letter, a butterfly's wing. Their
+    lightness is their colour: smoothed with the skin around them, cpm_ref_01's dark-blue crescent
+    became a pale lavender blur. Wide areas of such paint (a lid of green shadow) are left to the
+    smoothing, their own shading being the reference's face."""
     _, a, b = cv2.split(lab)
-    vivid = ((1.0 - skin_hue(a, b)) * _smoothstep(np.sqrt(a**2 + b**2), *VIVID_CHROMA)).astype(np.float32)
+    vivid = vivid_colour(a, b).astype(np.float32)
     return vivid * (1.0 - np.minimum(blur(vivid, sigma), 1.0))
 
 
